@@ -1,0 +1,51 @@
+"""aioluasock: LuaSocket's TCP API as asyncio coroutines.
+
+Use it as LuaSocket's `socket` table::
+
+    import aioluasock as socket
+
+    server, err = await socket.bind("127.0.0.1", 0)
+    client, err = await server.accept()
+    line, err = await client.receive("*l")
+"""
+
+from ._errors import BusyError as BusyError
+from ._errors import Error as Error
+from ._errors import newtry as newtry
+from ._errors import protect as protect
+from ._errors import try_ as try_
+from ._functions import bind as bind
+from ._functions import connect as connect
+from ._functions import gettime as gettime
+from ._functions import skip as skip
+from ._functions import sleep as sleep
+from ._select import select as select
+from ._tcp import Client as Client
+from ._tcp import Master as Master
+from ._tcp import Server as Server
+from ._tcp import tcp as tcp
+from ._tcp import tcp4 as tcp4
+from ._tcp import tcp6 as tcp6
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "BusyError",
+    "Client",
+    "Error",
+    "Master",
+    "Server",
+    "__version__",
+    "bind",
+    "connect",
+    "gettime",
+    "newtry",
+    "protect",
+    "select",
+    "skip",
+    "sleep",
+    "tcp",
+    "tcp4",
+    "tcp6",
+    "try_",
+)

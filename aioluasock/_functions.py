@@ -1,0 +1,111 @@
+"""The namespace's shortcuts and small functions (`bind`, `connect`, time)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import TypeVar
+
+from ._tcp import Client, Server, _check_address, _check_port, _resolve, tcp, tcp4, tcp6
+
+__all__ = ["bind", "connect", "gettime", "skip", "sleep"]
+
+T = TypeVar("T")
+
+
+async def bind(address: str, port: int | str, backlog: int = 32) -> tuple[Server, None] | tuple[None, str]:
+    """Make a listening server, as LuaSocket's `socket.bind`.
+
+    ``"*"`` means the IPv4 wildcard; a host name is resolved and each address
+    tried in order. The server has ``reuseaddr`` set.
+
+    Returns:
+        `(server, None)` or `(None, err)`.
+    """
+    host = _check_address(address)
+    _check_port(port)
+    if isinstance(backlog, bool) or not isinstance(backlog, int):
+        raise TypeError(f"backlog must be an int, not {type(backlog).__name__}")
+    resolved = await _resolve("0.0.0.0" if host == "*" else host, "0", socket.AF_UNSPEC, passive=False)
+    if isinstance(resolved, str):
+        return None, resolved
+    err = "no info on address"
+    seen: set[tuple[int, object]] = set()
+    for family, sockaddr in resolved:
+        if (family, sockaddr[0]) in seen:
+            continue
+        seen.add((family, sockaddr[0]))
+        master, create_err = tcp6() if family == socket.AF_INET6 else tcp4()
+        if master is None:
+            return None, create_err
+        master.setoption("reuseaddr", True)
+        bind_ok, bind_err = await master.bind(str(sockaddr[0]), port)
+        if bind_ok is None:
+            master.close()
+            err = bind_err
+            continue
+        listen_ok, listen_err = master.listen(backlog)
+        if listen_ok is None:
+            master.close()
+            err = listen_err
+            continue
+        assert isinstance(master, Server)
+        return master, None
+    return None, err
+
+
+async def connect(
+    address: str,
+    port: int | str,
+    locaddr: str | None = None,
+    locport: int | str | None = None,
+) -> tuple[Client, None] | tuple[None, str]:
+    """Connect to a server, as LuaSocket's `socket.connect`.
+
+    Args:
+        address, port: the server.
+        locaddr, locport: bind to this local address (``"*"`` for the
+            wildcard) and port first.
+
+    Returns:
+        `(client, None)` or `(None, err)`; nothing is left open on failure.
+    """
+    master, _ = tcp()
+    try:
+        if locaddr is not None or locport is not None:
+            ok, err = await master.bind("*" if locaddr is None else locaddr, 0 if locport is None else locport)
+            if ok is None:
+                master.close()
+                return None, err
+        ok, err = await master.connect(address, port)
+    except BaseException:
+        master.close()
+        raise
+    if ok is None:
+        master.close()
+        return None, err
+    assert isinstance(master, Client)
+    return master, None
+
+
+def gettime() -> float:
+    """Return the wall-clock time, in seconds since the epoch."""
+    return time.time()
+
+
+async def sleep(seconds: float) -> None:
+    """Sleep without blocking the loop; negative returns at once."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"sleep expects a number, not {type(seconds).__name__}")
+    await asyncio.sleep(max(seconds, 0))
+
+
+def skip(d: int, *values: T) -> tuple[T, ...]:
+    """Return `values` without the first `d` of them (LuaSocket's `skip`)."""
+    if isinstance(d, bool) or not isinstance(d, int):
+        raise TypeError(f"skip expects an int count, not {type(d).__name__}")
+    if d < 0:
+        raise ValueError("skip count must be >= 0")
+    return values[d:]
+

@@ -1,0 +1,180 @@
+"""The asyncio protocol under every client: it buffers and signals, nothing more.
+
+Policy (patterns, timeouts, error strings for the caller) lives in `_tcp`; the
+protocol feeds the receive buffer, wakes the one reader or writer waiting,
+tells `select` watchers that something changed, pauses reading while nobody
+reads past a high-water mark, and records how the stream ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Final, final
+
+from ._buffer import ReceiveBuffer
+from ._errors import CLOSED, os_error_text
+
+__all__ = ["READ_HIGH_WATER", "READ_LOW_WATER", "WRITE_HIGH_WATER", "StreamProtocol"]
+
+READ_HIGH_WATER: Final = 256 * 1024
+"""Reading pauses when this much is buffered and no receive is waiting."""
+READ_LOW_WATER: Final = 64 * 1024
+"""Reading resumes once receives brought the buffer down to this."""
+WRITE_HIGH_WATER: Final = 64 * 1024
+"""The transport's write high-water mark; `send` hands over only what fits."""
+WRITE_LOW_WATER: Final = 16 * 1024
+
+_SCRATCH_SIZE: Final = 256 * 1024
+_scratch = threading.local()
+
+
+def _scratch_view() -> memoryview:
+    # One receive area per thread, shared by all the connections of the loop
+    # running in it: both loops call get_buffer() and buffer_updated() back to
+    # back for one connection, so no two reads interleave. Reading into a
+    # preallocated area avoids a 256 KiB allocation per read (which goes
+    # through mmap/munmap until glibc raises its threshold) and keeps an idle
+    # connection's footprint to its own, usually empty, buffer.
+    view: memoryview | None = getattr(_scratch, "view", None)
+    if view is None:
+        view = _scratch.view = memoryview(bytearray(_SCRATCH_SIZE))
+    return view
+
+
+def _wake(waiter: asyncio.Future[bool] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(True)
+
+
+@final
+class StreamProtocol(asyncio.BufferedProtocol):
+    """Feeds a `ReceiveBuffer` and signals readiness changes.
+
+    Attributes:
+        buffer: the receive buffer (owned by the client object, shared here).
+        transport: set by `connection_made`.
+        eof: the peer ended its side of the stream.
+        error: set when the connection was lost: LuaSocket's text for the
+            cause ("closed" for a clean close or a reset).
+        read_waiter / write_waiter: the one future a receive / send waits on.
+        watchers: futures of `select` calls waiting for any change.
+        reading_paused: reading was paused by the high-water mark.
+        writing_paused: the transport's write buffer is above its high-water mark.
+        discard: a local `shutdown("receive")`: incoming bytes are dropped.
+        keep_reading: a receive needs more than the high-water mark; do not pause.
+    """
+
+    __slots__ = (
+        "_scratch",
+        "buffer",
+        "discard",
+        "eof",
+        "error",
+        "keep_reading",
+        "read_waiter",
+        "reading_paused",
+        "transport",
+        "watchers",
+        "write_waiter",
+        "writing_paused",
+    )
+
+    def __init__(self, buffer: ReceiveBuffer) -> None:
+        self.buffer = buffer
+        self.transport: asyncio.Transport | None = None
+        self.eof = False
+        self.error: str | None = None
+        self.read_waiter: asyncio.Future[bool] | None = None
+        self.write_waiter: asyncio.Future[bool] | None = None
+        self.watchers: list[asyncio.Future[bool]] = []
+        self.reading_paused = False
+        self.writing_paused = False
+        self.discard = False
+        self.keep_reading = False
+        self._scratch = _scratch_view()
+
+    # -- asyncio callbacks -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.discard:
+            return
+        buffer = self.buffer
+        buffer.feed(self._scratch[:nbytes])
+        waiter = self.read_waiter
+        if waiter is not None:
+            self.read_waiter = None
+            if not waiter.done():
+                waiter.set_result(True)
+        elif len(buffer) > READ_HIGH_WATER and not self.keep_reading:
+            self.pause_reading()
+        if self.watchers:
+            self.notify()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self.wake_reader()
+        self.notify()
+        # Keep the transport open: the peer only closed its sending side and
+        # LuaSocket lets us go on sending (half-close), until we close.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.error is None:
+            self.error = os_error_text(exc) if isinstance(exc, OSError) else CLOSED
+        self.wake_reader()
+        self.wake_writer()
+        self.notify()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self.wake_writer()
+        self.notify()
+
+    # -- signals for the client object -------------------------------------
+
+    def wake_reader(self) -> None:
+        """Wake the receive waiting on this connection, if any."""
+        waiter, self.read_waiter = self.read_waiter, None
+        _wake(waiter)
+
+    def wake_writer(self) -> None:
+        """Wake the send waiting on this connection, if any."""
+        waiter, self.write_waiter = self.write_waiter, None
+        _wake(waiter)
+
+    def notify(self) -> None:
+        """Wake every `select` watching this connection."""
+        for waiter in self.watchers:
+            if not waiter.done():
+                waiter.set_result(True)
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (the buffer is full and nobody reads)."""
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from the socket again."""
+        if self.reading_paused:
+            self.reading_paused = False
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+
+    @property
+    def lost(self) -> bool:
+        """The connection is gone (`connection_lost` ran)."""
+        return self.error is not None

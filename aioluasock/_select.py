@@ -1,0 +1,239 @@
+"""`select` on the loop's readiness notifications.
+
+Clients with a transport report readiness from their protocol's callbacks
+(asyncio refuses `add_reader` on a transport's descriptor and uvloop breaks);
+servers, connecting clients and foreign objects with `getfd()` are watched
+with the loop's reader/writer callbacks on their own descriptor. Nothing
+builds an fd_set, so there is no FD_SETSIZE ceiling, and the cost of a call
+is proportional to the objects passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select as _os_select
+from collections.abc import Iterable
+from typing import Protocol, TypeVar, runtime_checkable
+
+from ._errors import TIMEOUT
+from ._tcp import _Socket
+from ._timeout import parse_timeout
+
+__all__ = ["Selectable", "select"]
+
+
+@runtime_checkable
+class Selectable(Protocol):
+    """A foreign object `select` accepts, as LuaSocket does: it has a
+    descriptor (`getfd()`, -1 for none) and may hold buffered data (`dirty()`)."""
+
+    def getfd(self) -> int: ...
+
+    def dirty(self) -> bool: ...
+
+
+S = TypeVar("S", bound=Selectable)
+
+
+def _unique(objects: Iterable[S] | None) -> list[S]:
+    if objects is None:
+        return []
+    if isinstance(objects, (str, bytes)) or not isinstance(objects, Iterable):
+        raise TypeError(f"select expects iterables of sockets, not {type(objects).__name__}")
+    seen: set[int] = set()
+    result: list[S] = []
+    for obj in objects:
+        if id(obj) not in seen:
+            if not isinstance(obj, _Socket) and not callable(getattr(obj, "getfd", None)):
+                raise TypeError(f"select: {type(obj).__name__} object has no getfd()")
+            seen.add(id(obj))
+            result.append(obj)
+    return result
+
+
+def _foreign_fd(obj: Selectable) -> int:
+    fd = obj.getfd()
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        return -1
+    return fd
+
+
+class _Scan:
+    """One pass over the objects: which are ready now."""
+
+    __slots__ = ("fd_read", "fd_write", "readable", "writable")
+
+    def __init__(self, recv: list[S], send: list[S]) -> None:
+        self.readable: list[S] = []
+        self.writable: list[S] = []
+        self.fd_read: list[tuple[int, S]] = []  # objects whose readiness is their descriptor's
+        self.fd_write: list[tuple[int, S]] = []
+        for obj in recv:
+            if isinstance(obj, _Socket):
+                if obj._closed:
+                    continue
+                proto = obj._proto
+                if obj._buffer or (proto is not None and (proto.eof or proto.error is not None)):
+                    self.readable.append(obj)
+                    continue
+                fd = obj._select_fd()
+            else:
+                fd = _foreign_fd(obj)
+                if fd >= 0 and obj.dirty():
+                    self.readable.append(obj)
+                    continue
+            if fd >= 0:
+                self.fd_read.append((fd, obj))
+        for obj in send:
+            if isinstance(obj, _Socket):
+                if obj._closed:
+                    continue
+                proto = obj._proto
+                if proto is not None:
+                    if obj._write_end(proto) is None and not proto.writing_paused:
+                        self.writable.append(obj)
+                    continue
+                fd = obj._select_fd()
+            else:
+                fd = _foreign_fd(obj)
+            if fd >= 0:
+                self.fd_write.append((fd, obj))
+        if self.fd_read or self.fd_write:
+            self._poll()
+
+    def _poll(self) -> None:
+        # One zero-timeout poll() for every descriptor-watched object: poll
+        # has no descriptor ceiling, unlike select().
+        poller = _os_select.poll()
+        events: dict[int, int] = {}
+        for fd, _ in self.fd_read:
+            events[fd] = events.get(fd, 0) | _os_select.POLLIN
+        for fd, _ in self.fd_write:
+            events[fd] = events.get(fd, 0) | _os_select.POLLOUT
+        for fd, mask in events.items():
+            poller.register(fd, mask)
+        ready = dict(poller.poll(0))
+        fail = _os_select.POLLERR | _os_select.POLLHUP | _os_select.POLLNVAL
+        for fd, obj in self.fd_read:
+            if ready.get(fd, 0) & (_os_select.POLLIN | fail):
+                self.readable.append(obj)
+        for fd, obj in self.fd_write:
+            if ready.get(fd, 0) & (_os_select.POLLOUT | fail):
+                self.writable.append(obj)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.readable or self.writable)
+
+
+def _wake(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
+
+
+class _Watch:
+    """Registers one waiter with every object of a select call, and undoes it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool]) -> None:
+        self.loop = loop
+        self.waiter = waiter
+        self.undo: list[tuple[object, ...]] = []
+
+    def add(self, recv: list[S], send: list[S]) -> None:
+        waiter, loop = self.waiter, self.loop
+        protos = set()
+        for objects, write in ((recv, False), (send, True)):
+            for obj in objects:
+                if isinstance(obj, _Socket):
+                    if obj._closed:
+                        continue
+                    proto = obj._proto
+                    if proto is not None:
+                        if id(proto) not in protos:
+                            protos.add(id(proto))
+                            proto.watchers.append(waiter)
+                            self.undo.append((proto,))
+                    elif obj._select_fd() >= 0:
+                        obj._watch_fd(loop, waiter, write)
+                        self.undo.append((obj, write))
+                else:
+                    fd = _foreign_fd(obj)
+                    if fd >= 0:
+                        if write:
+                            loop.add_writer(fd, _wake, waiter)
+                        else:
+                            loop.add_reader(fd, _wake, waiter)
+                        self.undo.append((fd, write))
+
+    def remove(self) -> None:
+        waiter, loop = self.waiter, self.loop
+        for entry in self.undo:
+            target = entry[0]
+            if len(entry) == 1:
+                watchers = target.watchers  # type: ignore[attr-defined]
+                if waiter in watchers:
+                    watchers.remove(waiter)
+            elif isinstance(target, _Socket):
+                target._unwatch_fd(loop, waiter, bool(entry[1]))
+            elif entry[1]:
+                loop.remove_writer(target)  # type: ignore[arg-type]
+            else:
+                loop.remove_reader(target)  # type: ignore[arg-type]
+        self.undo.clear()
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
+async def select(
+    recvt: Iterable[S] | None,
+    sendt: Iterable[S] | None,
+    timeout: float | None = None,
+) -> tuple[list[S], list[S], None] | tuple[list[S], list[S], str]:
+    """Wait until some objects are ready to receive from or send to.
+
+    Args:
+        recvt: objects to watch for reading (`None` for none): aioluasock
+            objects or foreign objects with `getfd()` and `dirty()`. A client
+            is readable when bytes are buffered, at end of stream or after an
+            error; a server when a connection is pending.
+        sendt: objects to watch for writing: a connected client below its
+            write high-water mark, or one whose connect finished.
+        timeout: seconds; `None` or negative waits without limit; 0 polls once.
+
+    Returns:
+        `(readable, writable, None)`, in the order given; or
+        `([], [], "timeout")`. Closed objects are ignored.
+
+    Raises:
+        TypeError: an argument is not an iterable of selectable objects.
+    """
+    limit = parse_timeout(timeout)
+    recv = _unique(recvt)
+    send = _unique(sendt)
+    scan = _Scan(recv, send)
+    if scan.ready:
+        return scan.readable, scan.writable, None
+    loop = asyncio.get_running_loop()
+    if limit == 0:
+        await asyncio.sleep(0)
+        return [], [], TIMEOUT
+    deadline = None if limit is None else loop.time() + limit
+    while True:
+        waiter: asyncio.Future[bool] = loop.create_future()
+        watch = _Watch(loop, waiter)
+        timer = loop.call_at(deadline, _expire, waiter) if deadline is not None else None
+        try:
+            watch.add(recv, send)
+            woken = await waiter
+        finally:
+            watch.remove()
+            if timer is not None:
+                timer.cancel()
+        scan = _Scan(recv, send)
+        if scan.ready:
+            return scan.readable, scan.writable, None
+        if not woken:
+            return [], [], TIMEOUT

@@ -1,0 +1,949 @@
+"""Master, server and client objects: the Python contract of DESIGN.md.
+
+One class hierarchy with identical slots: `listen` turns a `Master` into a
+`Server` and `connect` turns any object into a `Client` by reassigning
+`__class__`, as LuaSocket swaps the metatable of the same userdata. Each kind
+exposes only its own methods.
+
+The client keeps its state in a `StreamProtocol` (buffer, end of stream,
+waiters); the protocol never refers back to the client object, so an open
+client that its owner forgets is garbage-collected (and closed, with a
+`ResourceWarning`) even though the loop still holds its transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import time
+import warnings
+from typing import Final, final
+
+from ._buffer import ALL, LINE_PATTERN, NUMBER, Pattern, ReceiveBuffer, parse_pattern
+from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
+from ._options import OptionValue, get_option, lookup, set_option
+from ._protocol import READ_LOW_WATER, WRITE_HIGH_WATER, StreamProtocol
+from ._timeout import CallDeadline, TimeoutState
+
+__all__ = ["Client", "Master", "Server", "tcp", "tcp4", "tcp6"]
+
+_BAD_FD: Final = errno_text(errno.EBADF)
+_FAMILY_NAMES: Final = {socket.AF_INET6: "inet6"}
+_NO_LIMIT: Final = CallDeadline(None, None)
+_CONNECT_PENDING: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY})
+_SHUTDOWN_MODES: Final = ("receive", "send", "both")
+
+ReceiveResult = tuple[bytes | str | None, ...]
+Buffer = bytes | bytearray | memoryview
+"""What `send` takes (any object with the buffer protocol works at run time)."""
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
+def _as_bytes(data: object, what: str) -> bytes:
+    if type(data) is bytes:
+        return data
+    if isinstance(data, str):
+        raise TypeError(f"{what} must be bytes, not str: encode it first (e.g. s.encode())")
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be a bytes-like object, not {type(data).__name__}") from None
+    return view.tobytes()
+
+
+def _check_address(address: object) -> str | None:
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a str, not {type(address).__name__}")
+    return address
+
+
+def _check_port(port: object) -> str:
+    if isinstance(port, bool) or not isinstance(port, (int, str)):
+        raise TypeError(f"port must be an int or a str, not {type(port).__name__}")
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ValueError(f"port out of range 0-65535: {port}")
+    return str(port)
+
+
+def _new_socket(family: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if family == socket.AF_INET6:
+            # As LuaSocket: an IPv6 socket never accepts IPv4-mapped peers.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _resolve(
+    address: str | None, port: str, family: int, *, passive: bool
+) -> list[tuple[int, tuple[object, ...]]] | str:
+    """Resolve with the loop's resolver (never blocking the loop): a list of
+    `(family, sockaddr)` or LuaSocket's text for the failure."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(
+            address,
+            port,
+            family=family,
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE if passive else 0,
+        )
+    except OSError as exc:
+        return os_error_text(exc)
+    if not infos:
+        return "no info on address"
+    return [(info[0], info[4]) for info in infos]
+
+
+class _Socket:
+    """State and methods common to every kind (not public)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_accept_busy",
+        "_birthday",
+        "_buffer",
+        "_closed",
+        "_family",
+        "_fd_readers",
+        "_fd_writers",
+        "_keep_buffer",
+        "_proto",
+        "_recv_busy",
+        "_send_busy",
+        "_send_shut",
+        "_sent",
+        "_sock",
+        "_timeout",
+    )
+
+    _kind: str = "tcp{any}"
+
+    def __init__(self, sock: socket.socket | None, family: int) -> None:
+        self._sock = sock
+        self._family = family
+        self._timeout = TimeoutState()
+        self._proto: StreamProtocol | None = None
+        self._buffer = ReceiveBuffer()
+        self._closed = False
+        self._keep_buffer = False
+        self._recv_busy = False
+        self._send_busy = False
+        self._accept_busy = False
+        self._send_shut = False
+        self._sent = 0
+        self._birthday = time.monotonic()
+        self._fd_readers: list[asyncio.Future[bool]] = []
+        self._fd_writers: list[asyncio.Future[bool]] = []
+
+    # -- common methods -------------------------------------------------------
+
+    def close(self) -> int:
+        """Close the object; every task waiting on it returns "closed".
+
+        Buffered bytes are discarded with the socket. Closing again is harmless.
+
+        Returns:
+            1, always.
+        """
+        self._close()
+        return 1
+
+    def settimeout(self, value: float | None, mode: str = "b") -> int:
+        """Set the block (`"b"`) or total (`"t"`) timeout, in seconds.
+
+        Args:
+            value: seconds (`int` or `float`); `None` or negative for no limit;
+                0 for "try once, never wait".
+            mode: ``"b"``: the limit of each single wait, restarted by progress;
+                ``"t"``: the limit of a whole call. Both can be set.
+
+        Returns:
+            1.
+
+        Raises:
+            TypeError: `value` is not a number or `None` (`bool` included).
+            ValueError: unknown mode.
+        """
+        self._timeout.set(value, mode)
+        return 1
+
+    def gettimeout(self) -> tuple[float | None, float | None]:
+        """Return `(block, total)`; `None` means no limit."""
+        return self._timeout.block, self._timeout.total
+
+    def setoption(self, name: str, value: OptionValue) -> tuple[int, None] | tuple[None, str]:
+        """Set a socket option (see the README's option table).
+
+        Returns:
+            `(1, None)`, or `(None, "setsockopt failed")` when the OS refuses.
+
+        Raises:
+            ValueError: unknown option; TypeError: a value of the wrong type.
+        """
+        failure = set_option(self._sock if not self._closed else None, lookup(name, setting=True),
+                             value)
+        return (None, failure) if failure else (1, None)
+
+    def getoption(self, name: str) -> tuple[OptionValue, None] | tuple[None, str]:
+        """Read a socket option.
+
+        Returns:
+            `(value, None)` (for ``"error"`` the pending error's text or
+            `None`; reading clears it), or `(None, "getsockopt failed")`.
+
+        Raises:
+            ValueError: unknown option.
+        """
+        return get_option(self._sock if not self._closed else None, lookup(name, setting=False))
+
+    def getsockname(self) -> tuple[str, int] | tuple[None, str]:
+        """Return the local `(ip, port)`, or `(None, err)`."""
+        if self._sock is None or self._closed:
+            return None, _BAD_FD
+        try:
+            address = self._sock.getsockname()
+        except OSError as exc:
+            return None, os_error_text(exc)
+        return address[0], address[1]
+
+    def getfd(self) -> int:
+        """Return the descriptor, or -1 when there is none (closed, or a
+        `tcp()` master not yet bound or connected)."""
+        if self._sock is None or self._closed:
+            return -1
+        return self._sock.fileno()
+
+    def getfamily(self) -> str:
+        """Return ``"inet6"`` for an IPv6 object, else ``"inet4"``."""
+        return _FAMILY_NAMES.get(self._family, "inet4")
+
+    def dirty(self) -> bool:
+        """True when received bytes are buffered, unconsumed."""
+        return bool(self._buffer)
+
+    def __repr__(self) -> str:
+        where = ""
+        sock = self._sock
+        if self._closed:
+            where = " closed"
+        elif sock is not None:
+            try:
+                local = sock.getsockname()
+                where = f" {local[0]}:{local[1]}"
+                if self._kind == "tcp{client}":
+                    peer = sock.getpeername()
+                    where += f" -> {peer[0]}:{peer[1]}"
+            except OSError:
+                pass
+        return f"<{self._kind}{where} fd={self.getfd()}>"
+
+    def __del__(self) -> None:
+        if self._closed or (self._sock is None and self._proto is None):
+            return
+        warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+        try:
+            self._close()
+        except RuntimeError:  # the loop is already closed: the OS reclaims the socket
+            pass
+
+    # -- engine (shared with the Lua bridge) ---------------------------------
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        proto, sock = self._proto, self._sock
+        self._wake_fd_waiters()
+        if proto is not None:
+            if proto.transport is not None:
+                # The transport owns the descriptor now (uvloop detaches our
+                # socket object when it closes): never close it twice.
+                proto.transport.close()
+            if proto.error is None:
+                proto.error = CLOSED
+            proto.wake_reader()
+            proto.wake_writer()
+            proto.notify()
+        elif sock is not None:
+            sock.close()
+        if not self._keep_buffer:
+            self._buffer.clear()
+
+    def _wake_fd_waiters(self) -> None:
+        sock = self._sock
+        for waiters, remove in ((self._fd_readers, "remove_reader"), (self._fd_writers, "remove_writer")):
+            if waiters:
+                for waiter in waiters:
+                    loop = waiter.get_loop()
+                    if sock is not None and sock.fileno() >= 0:
+                        getattr(loop, remove)(sock.fileno())
+                    if not waiter.done():
+                        waiter.set_result(True)
+                waiters.clear()
+
+    async def _wait_fd(self, write: bool, deadline: float | None) -> bool:
+        """Wait until our own descriptor (not a transport's) is ready.
+
+        Returns:
+            False on timeout; True when ready or when the object was closed.
+        """
+        sock = self._sock
+        assert sock is not None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._watch_fd(loop, waiter, write)
+        timer = loop.call_at(deadline, _expire, waiter) if deadline is not None else None
+        try:
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._unwatch_fd(loop, waiter, write)
+
+    def _watch_fd(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool) -> None:
+        # Several waiters (an accept and a select, say) share one reader
+        # callback: the loop allows only one per descriptor and direction.
+        waiters = self._fd_writers if write else self._fd_readers
+        if not waiters:
+            assert self._sock is not None
+            fd = self._sock.fileno()
+            if write:
+                loop.add_writer(fd, self._fd_ready, self._fd_writers)
+            else:
+                loop.add_reader(fd, self._fd_ready, self._fd_readers)
+        waiters.append(waiter)
+
+    def _unwatch_fd(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool) -> None:
+        waiters = self._fd_writers if write else self._fd_readers
+        if waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters and self._sock is not None and self._sock.fileno() >= 0:
+                if write:
+                    loop.remove_writer(self._sock.fileno())
+                else:
+                    loop.remove_reader(self._sock.fileno())
+
+    @staticmethod
+    def _fd_ready(waiters: list[asyncio.Future[bool]]) -> None:
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(True)
+
+    def _start_call(self, loop: asyncio.AbstractEventLoop) -> CallDeadline:
+        timeout = self._timeout
+        if timeout.block is None and timeout.total is None:
+            return _NO_LIMIT
+        return timeout.start(loop.time())
+
+    def _new_socket_for(self, family: int) -> str | None:
+        """Give the object a fresh socket of `family` (LuaSocket creates one
+        whenever the family changes or there is none)."""
+        if self._sock is not None and not self._closed and self._family == family:
+            return None
+        self._drop_socket()
+        try:
+            self._sock = _new_socket(family)
+        except OSError as exc:
+            self._sock = None
+            return os_error_text(exc)
+        self._family = family
+        self._closed = False
+        return None
+
+    def _drop_socket(self) -> None:
+        if self._proto is not None:
+            if self._proto.transport is not None:
+                self._proto.transport.close()
+            self._proto = None
+        elif self._sock is not None and not self._closed:
+            self._wake_fd_waiters()
+            self._sock.close()
+        self._sock = None
+
+    async def _bind(self, address: str, port: int | str) -> str | None:
+        host = _check_address(address)
+        service = _check_port(port)
+        resolved = await _resolve(None if host == "*" else host, service, self._family, passive=True)
+        if isinstance(resolved, str):
+            return resolved
+        err: str | None = None
+        for family, sockaddr in resolved:
+            err = self._new_socket_for(family)
+            if err is not None:
+                continue
+            assert self._sock is not None
+            try:
+                self._sock.bind(sockaddr)
+            except OSError as exc:
+                err = os_error_text(exc)
+            else:
+                return None
+        return err
+
+    def _listen(self, backlog: int) -> str | None:
+        if isinstance(backlog, bool) or not isinstance(backlog, int):
+            raise TypeError(f"backlog must be an int, not {type(backlog).__name__}")
+        if self._sock is None or self._closed:
+            return _BAD_FD
+        try:
+            self._sock.listen(backlog)
+        except OSError as exc:
+            return os_error_text(exc)
+        self.__class__ = Server
+        return None
+
+    async def _connect(self, address: str, port: int | str) -> str | None:
+        host = _check_address(address)
+        service = _check_port(port)
+        # LuaSocket makes the object a client even when connecting fails.
+        self.__class__ = Client
+        resolved = await _resolve(host, service, self._family, passive=False)
+        if isinstance(resolved, str):
+            return resolved
+        loop = asyncio.get_running_loop()
+        err: str | None = None
+        for family, sockaddr in resolved:
+            err = self._new_socket_for(family)
+            if err is not None:
+                continue
+            # Each address gets a full timeout, as in LuaSocket.
+            err = await self._connect_to(loop, sockaddr, self._start_call(loop))
+            if err is None or self._timeout.block == 0:
+                break
+        if err is None:
+            err = await self._attach(loop)
+        return err
+
+    async def _connect_to(
+        self, loop: asyncio.AbstractEventLoop, sockaddr: tuple[object, ...], call: CallDeadline
+    ) -> str | None:
+        sock = self._sock
+        assert sock is not None
+        code = sock.connect_ex(sockaddr)
+        if code == 0:
+            return None
+        if code not in _CONNECT_PENDING:
+            return errno_text(code)
+        # The attempt goes on in the kernel; a timeout leaves it going, as in
+        # LuaSocket: `select` reports the socket writable once it is done.
+        try:
+            deadline = call.wait_until(loop.time()) if call is not _NO_LIMIT else None
+            if deadline is not None and deadline <= loop.time():
+                await asyncio.sleep(0)
+                return TIMEOUT
+            if not await self._wait_fd(True, deadline):
+                return TIMEOUT
+        except asyncio.CancelledError:
+            # A connect cancelled half-way leaves no half-open socket behind.
+            self._close()
+            raise
+        if self._closed:
+            return CLOSED
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        return errno_text(code) if code else None
+
+    async def _attach(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        """Put a connected socket under a transport and our protocol."""
+        sock = self._sock
+        if sock is None or self._closed:
+            return CLOSED
+        proto = StreamProtocol(self._buffer)
+        try:
+            await loop.connect_accepted_socket(lambda: proto, sock)
+        except asyncio.CancelledError:
+            self._close()
+            raise
+        except OSError as exc:
+            return os_error_text(exc)
+        if self._closed:  # closed by another task while the transport came up
+            assert proto.transport is not None
+            proto.transport.close()
+            return CLOSED
+        self._proto = proto
+        return None
+
+    async def _ensure_stream(self) -> StreamProtocol | None:
+        """The client's protocol, bringing it up after a connect that timed
+        out and finished later; `None` if the socket is not connected."""
+        proto = self._proto
+        if proto is not None or self._closed or self._sock is None:
+            return proto
+        try:
+            self._sock.getpeername()
+        except OSError:
+            return None
+        await self._attach(asyncio.get_running_loop())
+        return self._proto
+
+    # receive -----------------------------------------------------------------
+
+    def _read_end(self, proto: StreamProtocol | None) -> tuple[str | None, bool]:
+        """Why no more bytes will arrive, if so: `(error text, "*a" succeeds)`."""
+        if self._closed or proto is None or proto.discard:
+            return CLOSED, bool(self._buffer)
+        if proto.error is not None:
+            return proto.error, proto.error == CLOSED
+        if proto.eof:
+            return CLOSED, True
+        return None, False
+
+    async def _read(self, pattern: Pattern, prefix: bytes, call: CallDeadline) -> tuple[bytes, str | None]:
+        """Run one reader until it completes or fails: `(data, None)` or
+        `(partial, err)`; the partial includes `prefix` and is consumed."""
+        kind, count = pattern
+        if kind == NUMBER:
+            if prefix and len(prefix) >= count:
+                return prefix, None
+            if count == 0:
+                return b"", None
+            pattern = (NUMBER, count - len(prefix))
+        buffer = self._buffer
+        waited = False
+        while True:
+            proto = self._proto
+            err, all_ok = self._read_end(proto)
+            data = buffer.read(pattern, all_ok)
+            if data is not None:
+                if proto is not None and proto.reading_paused and len(buffer) <= READ_LOW_WATER:
+                    proto.resume_reading()
+                return (prefix + data if prefix else data), None
+            if err is None:
+                assert proto is not None
+                err = await self._wait_readable(proto, pattern, call, waited)
+                waited = True
+            if err is not None:
+                return prefix + buffer.take_partial(kind), err
+
+    async def _wait_readable(
+        self, proto: StreamProtocol, pattern: Pattern, call: CallDeadline, waited: bool
+    ) -> str | None:
+        loop = asyncio.get_running_loop()
+        deadline = None
+        if call is not _NO_LIMIT:
+            deadline = call.wait_until(loop.time())
+            if deadline is not None and deadline <= loop.time():
+                if not waited:
+                    # A poll that never waits still lets other tasks run.
+                    await asyncio.sleep(0)
+                return TIMEOUT
+        waiter: asyncio.Future[bool] = loop.create_future()
+        proto.read_waiter = waiter
+        # A call that needs more than the high-water mark must keep reading.
+        proto.keep_reading = True
+        if proto.reading_paused:
+            proto.resume_reading()
+        timer = loop.call_at(deadline, _expire, waiter) if deadline is not None else None
+        try:
+            ok = await waiter
+        finally:
+            proto.keep_reading = False
+            if proto.read_waiter is waiter:
+                proto.read_waiter = None
+            if timer is not None:
+                timer.cancel()
+        return None if ok else TIMEOUT
+
+    async def _receive(self, patterns: list[Pattern], prefix: bytes) -> ReceiveResult:
+        if self._recv_busy:
+            raise BusyError("another task is already receiving on this object")
+        if self._proto is None and not self._closed:
+            await self._ensure_stream()
+        loop = asyncio.get_running_loop()
+        call = self._start_call(loop)
+        results: list[bytes | str | None] = []
+        self._recv_busy = True
+        try:
+            for index, pattern in enumerate(patterns):
+                data, err = await self._read(pattern, prefix if index == 0 else b"", call)
+                results.append(data)
+                if err is not None:
+                    results.extend([None] * (len(patterns) - index - 1))
+                    results.append(err)
+                    return tuple(results)
+        finally:
+            self._recv_busy = False
+        results.append(None)
+        return tuple(results)
+
+    # send --------------------------------------------------------------------
+
+    def _write_end(self, proto: StreamProtocol | None) -> str | None:
+        if self._closed or proto is None or self._send_shut:
+            return CLOSED
+        if proto.error is not None:
+            return proto.error
+        transport = proto.transport
+        if transport is None or transport.is_closing():
+            return CLOSED
+        return None
+
+    async def _send(self, chunks: list[bytes]) -> tuple[int, str | None]:
+        if self._send_busy:
+            raise BusyError("another task is already sending on this object")
+        if self._proto is None and not self._closed:
+            await self._ensure_stream()
+        loop = asyncio.get_running_loop()
+        call = self._start_call(loop)
+        total = 0
+        waited = False
+        self._send_busy = True
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                offset, size = 0, len(chunk)
+                while offset < size:
+                    proto = self._proto
+                    err = self._write_end(proto)
+                    if err is not None:
+                        return total, err
+                    assert proto is not None and proto.transport is not None
+                    if proto.writing_paused:
+                        err = await self._wait_writable(loop, proto, call, waited)
+                        waited = True
+                        if err is not None:
+                            return total, err
+                        continue
+                    transport = proto.transport
+                    # Hand over no more than fits below the high-water mark
+                    # (plus one byte, so that a full buffer pauses us and a
+                    # resume_writing is sure to follow): the count returned on
+                    # timeout is then exactly what the transport took.
+                    room = WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size()
+                    piece = min(size - offset, max(room, 1))
+                    transport.write(chunk if piece == size else view[offset : offset + piece].tobytes())
+                    offset += piece
+                    total += piece
+                    self._sent += piece
+        finally:
+            self._send_busy = False
+        return total, None
+
+    async def _wait_writable(
+        self, loop: asyncio.AbstractEventLoop, proto: StreamProtocol, call: CallDeadline, waited: bool
+    ) -> str | None:
+        deadline = None
+        if call is not _NO_LIMIT:
+            deadline = call.wait_until(loop.time())
+            if deadline is not None and deadline <= loop.time():
+                if not waited:
+                    await asyncio.sleep(0)
+                return TIMEOUT
+        waiter: asyncio.Future[bool] = loop.create_future()
+        proto.write_waiter = waiter
+        timer = loop.call_at(deadline, _expire, waiter) if deadline is not None else None
+        try:
+            ok = await waiter
+        finally:
+            if proto.write_waiter is waiter:
+                proto.write_waiter = None
+            if timer is not None:
+                timer.cancel()
+        return None if ok else TIMEOUT
+
+    # accept ------------------------------------------------------------------
+
+    async def _accept(self) -> tuple[Client, None] | tuple[None, str]:
+        if self._accept_busy:
+            raise BusyError("another task is already accepting on this object")
+        loop = asyncio.get_running_loop()
+        call = self._start_call(loop)
+        waited = False
+        self._accept_busy = True
+        try:
+            while True:
+                sock = self._sock
+                if sock is None or self._closed:
+                    return None, CLOSED
+                try:
+                    conn, _ = sock.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    pass
+                except OSError as exc:
+                    return None, os_error_text(exc)
+                else:
+                    return await self._adopt(loop, conn)
+                deadline = call.wait_until(loop.time()) if call is not _NO_LIMIT else None
+                if deadline is not None and deadline <= loop.time():
+                    if not waited:
+                        await asyncio.sleep(0)
+                    return None, TIMEOUT
+                if not await self._wait_fd(False, deadline):
+                    return None, TIMEOUT
+                waited = True
+        finally:
+            self._accept_busy = False
+
+    async def _adopt(
+        self, loop: asyncio.AbstractEventLoop, conn: socket.socket
+    ) -> tuple[Client, None] | tuple[None, str]:
+        try:
+            conn.setblocking(False)
+        except OSError as exc:
+            conn.close()
+            return None, os_error_text(exc)
+        client = Client(conn, self._family)
+        err = await client._attach(loop)
+        if err is not None:
+            client._close()
+            return None, err
+        return client, None
+
+    # select support ----------------------------------------------------------
+
+    def _select_fd(self) -> int:
+        """The descriptor `select` watches with the loop's reader/writer
+        callbacks, or -1 when readiness comes from the protocol instead."""
+        if self._closed or self._sock is None or self._proto is not None:
+            return -1
+        return self._sock.fileno()
+
+
+@final
+class Master(_Socket):
+    """A TCP object that is neither listening nor connected (`tcp{master}`)."""
+
+    __slots__ = ()
+    _kind = "tcp{master}"
+
+    async def bind(self, address: str, port: int | str) -> tuple[int, None] | tuple[None, str]:
+        """Bind to a local address.
+
+        Args:
+            address: a host name or numeric address, or ``"*"`` for the
+                wildcard of the object's family.
+            port: a number (0 for an ephemeral port) or a service name.
+
+        Returns:
+            `(1, None)` or `(None, err)`: "address already in use",
+            "Invalid argument" (already bound), "permission denied",
+            "Cannot assign requested address", resolver texts.
+        """
+        err = await self._bind(address, port)
+        return (None, err) if err is not None else (1, None)
+
+    def listen(self, backlog: int = 32) -> tuple[int, None] | tuple[None, str]:
+        """Listen for connections; the object becomes a `Server`.
+
+        Connections nobody accepts yet wait in the kernel's queue, bounded by
+        `backlog`.
+
+        Returns:
+            `(1, None)` or `(None, err)` ("Bad file descriptor" when not bound).
+        """
+        err = self._listen(backlog)
+        return (None, err) if err is not None else (1, None)
+
+    async def connect(self, address: str, port: int | str) -> tuple[int, None] | tuple[None, str]:
+        """Connect; the object becomes a `Client`, even when connecting fails.
+
+        Every resolved address is tried in order, each with the full timeout.
+        With a timeout of 0 the attempt goes on after "timeout" is returned:
+        `select` reports the client writable when it finishes.
+
+        Returns:
+            `(1, None)` or `(None, err)`: "connection refused", "timeout",
+            "already connected", resolver texts, other OS texts.
+        """
+        err = await self._connect(address, port)
+        return (None, err) if err is not None else (1, None)
+
+
+@final
+class Server(_Socket):
+    """A listening TCP object (`tcp{server}`)."""
+
+    __slots__ = ()
+    _kind = "tcp{server}"
+
+    async def accept(self) -> tuple[Client, None] | tuple[None, str]:
+        """Wait for a connection and return it as a new `Client`.
+
+        The new client has no timeout (it does not inherit the server's).
+
+        Returns:
+            `(client, None)`, or `(None, err)`: "timeout", "closed", or an OS
+            text such as "Too many open files".
+
+        Raises:
+            BusyError: another task is accepting on this server.
+        """
+        return await self._accept()
+
+
+@final
+class Client(_Socket):
+    """A connected TCP object (`tcp{client}`)."""
+
+    __slots__ = ()
+    _kind = "tcp{client}"
+
+    async def receive(self, *patterns: str | int, prefix: bytes = b"") -> ReceiveResult:
+        """Receive data, one value per pattern.
+
+        Args:
+            *patterns: ``"*l"``: a line (ended by LF; the LF and every CR are
+                dropped); ``"*a"``: everything until the peer closes; an `int`
+                n: exactly n bytes. No pattern means ``"*l"``.
+            prefix: bytes put in front of the first result; a number pattern
+                counts them (`receive(10, prefix=six_bytes)` reads 4 more).
+
+        Returns:
+            `(v1, ..., vN, None)` on success. When pattern k fails:
+            `(v1, ..., partial_k, None, ..., err)` where `partial_k` is the
+            bytes it got (consumed) and err is "closed", "timeout" or an OS
+            text.
+
+        Raises:
+            ValueError / TypeError: an invalid pattern or prefix.
+            BusyError: another task is receiving on this client.
+        """
+        # Fast path: one pattern whose answer is already buffered costs no
+        # future, no timer and no clock reading.
+        if not prefix and len(patterns) <= 1 and not self._recv_busy and not self._closed:
+            pattern = LINE_PATTERN if not patterns else _PATTERNS.get(patterns[0]) or parse_pattern(patterns[0])  # type: ignore[call-overload]
+            if pattern[0] != ALL:
+                data = self._buffer.read(pattern, False)
+                if data is not None:
+                    proto = self._proto
+                    if proto is not None and proto.reading_paused and len(self._buffer) <= READ_LOW_WATER:
+                        proto.resume_reading()
+                    return data, None
+            return await self._receive([pattern], b"")
+        parsed = [parse_pattern(p) for p in patterns] if patterns else [LINE_PATTERN]
+        return await self._receive(parsed, _as_bytes(prefix, "prefix"))
+
+    async def send(self, *data: Buffer) -> tuple[int, str | None]:
+        """Send the byte strings in order.
+
+        Returns:
+            `(total, None)`, or `(accepted, err)` where `accepted` is exactly
+            the number of bytes handed to the transport before the failure
+            ("closed", "timeout" or an OS text).
+
+        Raises:
+            TypeError: an argument is a `str` or not bytes-like.
+            BusyError: another task is sending on this client.
+        """
+        if len(data) == 1 and not self._send_busy:
+            chunk = data[0]
+            proto = self._proto
+            if type(chunk) is bytes and proto is not None and not proto.writing_paused:
+                transport = proto.transport
+                size = len(chunk)
+                if (
+                    transport is not None
+                    and size <= WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size()
+                    and self._write_end(proto) is None
+                ):
+                    transport.write(chunk)
+                    self._sent += size
+                    return size, None
+        return await self._send([_as_bytes(item, "data") for item in data])
+
+    def shutdown(self, mode: str = "both") -> int:
+        """Shut down one or both directions.
+
+        ``"send"`` sends end-of-stream once queued bytes are written; later
+        sends return "closed". ``"receive"`` discards what is buffered and
+        what arrives; later receives return "closed".
+
+        Returns:
+            1.
+
+        Raises:
+            ValueError: mode is not "receive", "send" or "both".
+        """
+        if mode not in _SHUTDOWN_MODES:
+            raise ValueError(f"invalid shutdown mode {mode!r}: use 'receive', 'send' or 'both'")
+        proto = self._proto
+        if mode != "receive" and not self._send_shut:
+            self._send_shut = True
+            # uvloop's transport socket cannot shutdown(); write_eof() is
+            # the transport's own way to do SHUT_WR on both loops.
+            if proto is not None and proto.transport is not None and not proto.transport.is_closing():
+                proto.transport.write_eof()
+            if proto is not None:
+                proto.wake_writer()
+        if mode != "send" and proto is not None and not proto.discard:
+            proto.discard = True
+            self._buffer.clear()
+            proto.wake_reader()
+            proto.notify()
+        return 1
+
+    def getpeername(self) -> tuple[str, int] | tuple[None, str]:
+        """Return the peer's `(ip, port)`, or `(None, err)`."""
+        if self._sock is None or self._closed:
+            return None, _BAD_FD
+        try:
+            address = self._sock.getpeername()
+        except OSError as exc:
+            return None, os_error_text(exc)
+        return address[0], address[1]
+
+    def getstats(self) -> tuple[int, int, float]:
+        """Return `(received, sent, age)`: bytes consumed by receives (CRs and
+        LFs dropped by "*l" included), bytes handed to the transport, and
+        seconds since the object was created."""
+        return self._buffer.consumed, self._sent, time.monotonic() - self._birthday
+
+    def setstats(
+        self, received: int | None = None, sent: int | None = None, age: float | None = None
+    ) -> int:
+        """Reset the counters; an argument left `None` keeps its value.
+
+        Returns:
+            1.
+        """
+        for value in (received, sent, age):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise TypeError(f"setstats expects numbers, not {type(value).__name__}")
+        if received is not None:
+            self._buffer.consumed = int(received)
+        if sent is not None:
+            self._sent = int(sent)
+        if age is not None:
+            self._birthday = time.monotonic() - age
+        return 1
+
+
+_PATTERNS: Final[dict[object, Pattern]] = {"*l": LINE_PATTERN, "*a": (ALL, 0)}
+
+
+def _make(family: int) -> tuple[Master, None] | tuple[None, str]:
+    try:
+        sock = _new_socket(family)
+    except OSError as exc:
+        return None, os_error_text(exc)
+    return Master(sock, family), None
+
+
+def tcp() -> tuple[Master, None]:
+    """Make a master with no descriptor yet; the first `bind` or `connect`
+    creates one of the family its address resolves to.
+
+    Returns:
+        `(master, None)`.
+    """
+    return Master(None, socket.AF_UNSPEC), None
+
+
+def tcp4() -> tuple[Master, None] | tuple[None, str]:
+    """Make an IPv4 master. Returns `(master, None)` or `(None, err)`."""
+    return _make(socket.AF_INET)
+
+
+def tcp6() -> tuple[Master, None] | tuple[None, str]:
+    """Make an IPv6 master (IPV6_V6ONLY set). Returns `(master, None)` or `(None, err)`."""
+    return _make(socket.AF_INET6)
+
