@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from ._tcp import Client, Server, _check_address, _check_port, _resolve, tcp, tcp4, tcp6
 
@@ -38,20 +38,17 @@ async def bind(address: str, port: int | str, backlog: int = 32) -> tuple[Server
         seen.add((family, sockaddr[0]))
         master, create_err = tcp6() if family == socket.AF_INET6 else tcp4()
         if master is None:
-            return None, create_err
+            return None, create_err or "socket creation failed"
         master.setoption("reuseaddr", True)
-        bind_ok, bind_err = await master.bind(str(sockaddr[0]), port)
-        if bind_ok is None:
+        failure = await master._bind(str(sockaddr[0]), port)
+        if failure is None:
+            failure = master._listen(backlog)
+        if failure is not None:
             master.close()
-            err = bind_err
+            err = failure
             continue
-        listen_ok, listen_err = master.listen(backlog)
-        if listen_ok is None:
-            master.close()
-            err = listen_err
-            continue
-        assert isinstance(master, Server)
-        return master, None
+        # `_listen` turned the master into a server (its class was switched).
+        return cast(Server, master), None
     return None, err
 
 
@@ -73,20 +70,19 @@ async def connect(
     """
     master, _ = tcp()
     try:
+        err = None
         if locaddr is not None or locport is not None:
-            ok, err = await master.bind("*" if locaddr is None else locaddr, 0 if locport is None else locport)
-            if ok is None:
-                master.close()
-                return None, err
-        ok, err = await master.connect(address, port)
+            err = await master._bind("*" if locaddr is None else locaddr, 0 if locport is None else locport)
+        if err is None:
+            err = await master._connect(address, port)
     except BaseException:
         master.close()
         raise
-    if ok is None:
+    if err is not None:
         master.close()
         return None, err
-    assert isinstance(master, Client)
-    return master, None
+    # `_connect` turned the master into a client (its class was switched).
+    return cast(Client, master), None
 
 
 def gettime() -> float:
@@ -108,4 +104,3 @@ def skip(d: int, *values: T) -> tuple[T, ...]:
     if d < 0:
         raise ValueError("skip count must be >= 0")
     return values[d:]
-

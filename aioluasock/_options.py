@@ -68,8 +68,10 @@ OPTIONS: Final[dict[str, Option]] = {
     "tcp-fastopen": Option(_TCP, _opt("TCP_FASTOPEN"), "int", lua_gettable=False),
     # Linux's number; Python's socket module does not export it.
     "tcp-fastopen-connect": Option(
-        _TCP, _opt("TCP_FASTOPEN_CONNECT") or (30 if hasattr(socket, "TCP_FASTOPEN") else None),
-        "int", lua_gettable=False,
+        _TCP,
+        _opt("TCP_FASTOPEN_CONNECT") or (30 if hasattr(socket, "TCP_FASTOPEN") else None),
+        "int",
+        lua_gettable=False,
     ),
 }
 
@@ -128,7 +130,7 @@ def set_option(sock: socket.socket | None, option: Option, value: object) -> str
     return None
 
 
-def get_option(sock: socket.socket | None, option: Option) -> tuple[OptionValue, str | None]:
+def get_option(sock: socket.socket | None, option: Option) -> tuple[OptionValue, None] | tuple[None, str]:
     """Read an option: `(value, None)` or `(None, "getsockopt failed")`.
 
     "error" reads (and so clears) the pending socket error: its LuaSocket text,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Final, final
+from typing import Final, cast, final
 
 from ._buffer import ReceiveBuffer
 from ._errors import CLOSED, os_error_text
@@ -98,8 +98,9 @@ class StreamProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio.Transport: no isinstance check.
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        stream = cast(asyncio.Transport, transport)
+        self.transport = stream
+        stream.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._scratch

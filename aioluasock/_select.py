@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import select as _os_select
 from collections.abc import Iterable
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from ._errors import TIMEOUT
 from ._tcp import _Socket
@@ -38,7 +38,7 @@ S = TypeVar("S", bound=Selectable)
 def _unique(objects: Iterable[S] | None) -> list[S]:
     if objects is None:
         return []
-    if isinstance(objects, (str, bytes)) or not isinstance(objects, Iterable):
+    if isinstance(objects, (str, bytes)) or not isinstance(objects, Iterable):  # type: ignore[unreachable]
         raise TypeError(f"select expects iterables of sockets, not {type(objects).__name__}")
     seen: set[int] = set()
     result: list[S] = []
@@ -58,7 +58,7 @@ def _foreign_fd(obj: Selectable) -> int:
     return fd
 
 
-class _Scan:
+class _Scan(Generic[S]):
     """One pass over the objects: which are ready now."""
 
     __slots__ = ("fd_read", "fd_write", "readable", "writable")

@@ -14,6 +14,7 @@ client that its owner forgets is garbage-collected (and closed, with a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import time
@@ -29,7 +30,7 @@ from ._timeout import CallDeadline, TimeoutState
 __all__ = ["Client", "Master", "Server", "tcp", "tcp4", "tcp6"]
 
 _BAD_FD: Final = errno_text(errno.EBADF)
-_FAMILY_NAMES: Final = {socket.AF_INET6: "inet6"}
+_FAMILY_NAMES: Final[dict[int, str]] = {socket.AF_INET6: "inet6"}
 _NO_LIMIT: Final = CallDeadline(None, None)
 _CONNECT_PENDING: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY})
 _SHUTDOWN_MODES: Final = ("receive", "send", "both")
@@ -190,8 +191,7 @@ class _Socket:
         Raises:
             ValueError: unknown option; TypeError: a value of the wrong type.
         """
-        failure = set_option(self._sock if not self._closed else None, lookup(name, setting=True),
-                             value)
+        failure = set_option(self._sock if not self._closed else None, lookup(name, setting=True), value)
         return (None, failure) if failure else (1, None)
 
     def getoption(self, name: str) -> tuple[OptionValue, None] | tuple[None, str]:
@@ -251,10 +251,8 @@ class _Socket:
         if self._closed or (self._sock is None and self._proto is None):
             return
         warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
             self._close()
-        except RuntimeError:  # the loop is already closed: the OS reclaims the socket
-            pass
 
     # -- engine (shared with the Lua bridge) ---------------------------------
 
@@ -466,8 +464,7 @@ class _Socket:
         except OSError as exc:
             return os_error_text(exc)
         if self._closed:  # closed by another task while the transport came up
-            assert proto.transport is not None
-            proto.transport.close()
+            proto.transport.close()  # type: ignore[unreachable]  # mypy keeps the pre-await narrowing
             return CLOSED
         self._proto = proto
         return None
@@ -810,7 +807,9 @@ class Client(_Socket):
         # Fast path: one pattern whose answer is already buffered costs no
         # future, no timer and no clock reading.
         if not prefix and len(patterns) <= 1 and not self._recv_busy and not self._closed:
-            pattern = LINE_PATTERN if not patterns else _PATTERNS.get(patterns[0]) or parse_pattern(patterns[0])  # type: ignore[call-overload]
+            pattern = (
+                LINE_PATTERN if not patterns else _PATTERNS.get(patterns[0]) or parse_pattern(patterns[0])
+            )
             if pattern[0] != ALL:
                 data = self._buffer.read(pattern, False)
                 if data is not None:
@@ -897,9 +896,7 @@ class Client(_Socket):
         seconds since the object was created."""
         return self._buffer.consumed, self._sent, time.monotonic() - self._birthday
 
-    def setstats(
-        self, received: int | None = None, sent: int | None = None, age: float | None = None
-    ) -> int:
+    def setstats(self, received: int | None = None, sent: int | None = None, age: float | None = None) -> int:
         """Reset the counters; an argument left `None` keeps its value.
 
         Returns:
@@ -946,4 +943,3 @@ def tcp4() -> tuple[Master, None] | tuple[None, str]:
 def tcp6() -> tuple[Master, None] | tuple[None, str]:
     """Make an IPv6 master (IPV6_V6ONLY set). Returns `(master, None)` or `(None, err)`."""
     return _make(socket.AF_INET6)
-

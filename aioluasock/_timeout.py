@@ -14,6 +14,7 @@ out a reader that has a per-wait limit.
 
 from __future__ import annotations
 
+import math
 from typing import Final, final
 
 __all__ = ["CallDeadline", "TimeoutState", "parse_timeout"]
@@ -32,7 +33,7 @@ def parse_timeout(value: float | None) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"timeout must be a number or None, not {type(value).__name__}")
-    if value != value:  # NaN would make every comparison false: refuse it
+    if math.isnan(value):  # NaN would make every comparison false: refuse it
         raise ValueError("timeout must not be NaN")
     return None if value < 0 else float(value)
 
