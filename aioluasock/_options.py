@@ -123,6 +123,11 @@ def set_option(sock: socket.socket | None, option: Option, value: object) -> str
     encoded = encode(option, value)
     if sock is None or option.name is None:
         return SETOPT_FAILED
+    if isinstance(encoded, int) and not -(2**31) <= encoded < 2**31:
+        # Out of the C int range: `setsockopt` would raise TypeError (it falls
+        # back to expecting a buffer), not OverflowError. The OS cannot take
+        # the value, so report it as the OS refusing it.
+        return SETOPT_FAILED
     try:
         sock.setsockopt(option.level, option.name, encoded)
     except (OSError, OverflowError):

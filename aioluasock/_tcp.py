@@ -89,6 +89,24 @@ async def _resolve(
 ) -> list[tuple[int, tuple[object, ...]]] | str:
     """Resolve with the loop's resolver (never blocking the loop): a list of
     `(family, sockaddr)` or LuaSocket's text for the failure."""
+    flags = socket.AI_PASSIVE if passive else 0
+    if port.isdigit():
+        # A numeric address (or the wildcard) needs no lookup: answer it here
+        # instead of queueing it behind real lookups on the resolver's few
+        # threads, which would make a crowd of connects crawl.
+        try:
+            infos = socket.getaddrinfo(
+                address,
+                port,
+                family,
+                socket.SOCK_STREAM,
+                0,
+                flags | socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+        except (OSError, UnicodeError):
+            pass
+        else:
+            return [(info[0], info[4]) for info in infos]
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(
@@ -96,7 +114,7 @@ async def _resolve(
             port,
             family=family,
             type=socket.SOCK_STREAM,
-            flags=socket.AI_PASSIVE if passive else 0,
+            flags=flags,
         )
     except OSError as exc:
         return os_error_text(exc)
