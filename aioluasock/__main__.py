@@ -200,7 +200,9 @@ async def serve_forever(host: str, port: int, loop_name: str, out: TextIO = sys.
         print(f"bind {host}:{port} failed: {err}", file=sys.stderr)
         return 1
     ip, bound = server.getsockname()
-    print(f"aioluasock {socket.__version__} on {loop_name}: echo server on {ip}:{bound}", file=out, flush=True)
+    print(
+        f"aioluasock {socket.__version__} on {loop_name}: echo server on {ip}:{bound}", file=out, flush=True
+    )
     loop = asyncio.get_running_loop()
     progress = asyncio.create_task(_progress(stats, loop.time(), None, out))
     try:

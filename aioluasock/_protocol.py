@@ -101,6 +101,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         stream = cast(asyncio.Transport, transport)
         self.transport = stream
         stream.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        if self.watchers:  # a select waiting for the connection to become writable
+            self.notify()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._scratch

@@ -19,7 +19,7 @@ import errno
 import socket
 import time
 import warnings
-from typing import Final, final
+from typing import Final, final, overload
 
 from ._buffer import ALL, LINE_PATTERN, NUMBER, Pattern, ReceiveBuffer, parse_pattern
 from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
@@ -129,6 +129,7 @@ class _Socket:
     __slots__ = (
         "__weakref__",
         "_accept_busy",
+        "_attaching",
         "_birthday",
         "_buffer",
         "_closed",
@@ -158,6 +159,7 @@ class _Socket:
         self._recv_busy = False
         self._send_busy = False
         self._accept_busy = False
+        self._attaching: asyncio.Task[str | None] | None = None
         self._send_shut = False
         self._sent = 0
         self._birthday = time.monotonic()
@@ -469,35 +471,71 @@ class _Socket:
         return errno_text(code) if code else None
 
     async def _attach(self, loop: asyncio.AbstractEventLoop) -> str | None:
-        """Put a connected socket under a transport and our protocol."""
+        """Put a connected socket under a transport and our protocol.
+
+        `_proto` is set before the transport exists (its `transport` is
+        `None` until `connection_made`): from then on the transport owns the
+        descriptor, and `_close` must leave the socket to it.
+        """
         sock = self._sock
         if sock is None or self._closed:
             return CLOSED
-        proto = StreamProtocol(self._buffer)
+        # The transport takes over the descriptor's reader/writer callbacks:
+        # a select watching it directly must rescan (it will watch the protocol).
+        self._wake_fd_waiters()
+        proto = self._proto = StreamProtocol(self._buffer)
         try:
             await loop.connect_accepted_socket(lambda: proto, sock)
         except asyncio.CancelledError:
             self._close()
             raise
         except OSError as exc:
-            return os_error_text(exc)
+            # The loop closed the half-made transport and the socket with it.
+            proto.error = os_error_text(exc)
+            proto.notify()
+            return proto.error
         if self._closed:  # closed by another task while the transport came up
             proto.transport.close()  # type: ignore[unreachable]  # mypy keeps the pre-await narrowing
             return CLOSED
-        self._proto = proto
         return None
 
+    def _attach_soon(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task[str | None]:
+        """Attach in the background (an accepted connection): `accept` returns
+        at once, so one accepting task takes every pending connection in one
+        go instead of one per loop iteration (which, under load, starves the
+        accept loop); the first receive or send waits for the attach."""
+        task = self._attaching
+        if task is None:
+            task = self._attaching = loop.create_task(self._attach(loop))
+            task.add_done_callback(self._attach_done)
+        return task
+
+    def _attach_done(self, task: asyncio.Task[str | None]) -> None:
+        self._attaching = None
+        if not task.cancelled():
+            task.exception()  # retrieved: an unexpected error surfaces in the caller instead
+        elif self._proto is None and self._sock is not None:
+            # Cancelled before it ran (the loop is shutting down): the
+            # socket never reached a transport, so it is still ours to close.
+            self._closed = True
+            self._sock.close()
+
     async def _ensure_stream(self) -> StreamProtocol | None:
-        """The client's protocol, bringing it up after a connect that timed
-        out and finished later; `None` if the socket is not connected."""
-        proto = self._proto
-        if proto is not None or self._closed or self._sock is None:
-            return proto
-        try:
-            self._sock.getpeername()
-        except OSError:
-            return None
-        await self._attach(asyncio.get_running_loop())
+        """The client's protocol once its transport is up: waits for a
+        background attach, or starts one after a connect that timed out and
+        finished later; `None` if the socket is not connected."""
+        task = self._attaching
+        if task is None:
+            if self._proto is not None or self._closed or self._sock is None:
+                return self._proto
+            try:
+                self._sock.getpeername()
+            except OSError:
+                return None
+            task = self._attach_soon(asyncio.get_running_loop())
+        # Shielded: a receive cancelled while the transport comes up must not
+        # take the connection down with it.
+        await asyncio.shield(task)
         return self._proto
 
     # receive -----------------------------------------------------------------
@@ -571,7 +609,7 @@ class _Socket:
     async def _receive(self, patterns: list[Pattern], prefix: bytes) -> ReceiveResult:
         if self._recv_busy:
             raise BusyError("another task is already receiving on this object")
-        if self._proto is None and not self._closed:
+        if (self._proto is None or self._attaching is not None) and not self._closed:
             await self._ensure_stream()
         loop = asyncio.get_running_loop()
         call = self._start_call(loop)
@@ -605,7 +643,7 @@ class _Socket:
     async def _send(self, chunks: list[bytes]) -> tuple[int, str | None]:
         if self._send_busy:
             raise BusyError("another task is already sending on this object")
-        if self._proto is None and not self._closed:
+        if (self._proto is None or self._attaching is not None) and not self._closed:
             await self._ensure_stream()
         loop = asyncio.get_running_loop()
         call = self._start_call(loop)
@@ -707,10 +745,7 @@ class _Socket:
             conn.close()
             return None, os_error_text(exc)
         client = Client(conn, self._family)
-        err = await client._attach(loop)
-        if err is not None:
-            client._close()
-            return None, err
+        client._attach_soon(loop)
         return client, None
 
     # select support ----------------------------------------------------------
@@ -802,7 +837,16 @@ class Client(_Socket):
     __slots__ = ()
     _kind = "tcp{client}"
 
-    async def receive(self, *patterns: str | int, prefix: bytes = b"") -> ReceiveResult:
+    # One pattern (the common case) types as `(data, None) | (partial, err)`.
+    @overload
+    async def receive(
+        self, pattern: str | int = ..., /, *, prefix: Buffer = ...
+    ) -> tuple[bytes, None] | tuple[bytes, str]: ...
+    @overload
+    async def receive(
+        self, pattern: str | int, pattern2: str | int, /, *patterns: str | int, prefix: Buffer = ...
+    ) -> ReceiveResult: ...
+    async def receive(self, *patterns: str | int, prefix: Buffer = b"") -> ReceiveResult:
         """Receive data, one value per pattern.
 
         Args:

@@ -1,0 +1,1216 @@
+"""Master, server and client objects against DESIGN.md's Python contract.
+
+Every test runs on asyncio and on uvloop (conftest.py). Loopback only
+(127.0.0.1 and ::1, port 0); every wait is bounded; timing assertions keep at
+least 50 ms of slack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import socket as pysocket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+import pytest
+
+import aioluasock as socket
+from aioluasock import BusyError, Client, Master, Server
+from aioluasock._protocol import READ_HIGH_WATER
+
+T = TypeVar("T")
+
+LOCAL = "127.0.0.1"
+RESOLVER_TEXTS = {
+    "host or service not provided, or not known",
+    "temporary failure in name resolution",
+    "non-recoverable failure in name resolution",
+    "No address associated with hostname",
+}
+MB = 1024 * 1024
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with pysocket.socket(pysocket.AF_INET6, pysocket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAS_IPV6 = _has_ipv6_loopback()
+needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="this machine has no IPv6 loopback (::1)")
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def ok(result: tuple[T, None] | tuple[None, str]) -> T:
+    """The value of a successful `(value, None)` result."""
+    value, err = result
+    assert err is None, err
+    assert value is not None
+    return value
+
+
+def port_of(obj: Master | Server | Client) -> int:
+    name = obj.getsockname()
+    assert name[0] is not None, name
+    port = name[1]
+    assert isinstance(port, int)
+    return port
+
+
+async def listening(host: str = LOCAL, backlog: int = 32) -> tuple[Server, int]:
+    server = ok(await socket.bind(host, 0, backlog))
+    return server, port_of(server)
+
+
+@contextlib.asynccontextmanager
+async def connected(host: str = LOCAL) -> AsyncIterator[tuple[Client, Client]]:
+    """A connected `(client, peer)` pair; everything is closed afterwards."""
+    server, port = await listening(host)
+    client: Client | None = None
+    peer: Client | None = None
+    try:
+        client = ok(await socket.connect(host, port))
+        server.settimeout(5)
+        peer = ok(await server.accept())
+        yield client, peer
+    finally:
+        for obj in (client, peer, server):
+            if obj is not None:
+                obj.close()
+
+
+async def closed_port() -> int:
+    """A loopback port that was just bound and released: nobody listens on it."""
+    master = ok(socket.tcp4())
+    ok(await master.bind(LOCAL, 0))
+    port = port_of(master)
+    master.close()
+    return port
+
+
+async def wait_buffered(client: Client, count: int, limit: float = 5.0) -> None:
+    """Wait (bounded) until `client` has at least `count` unconsumed bytes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while len(client._buffer) < count:
+        assert loop.time() < deadline, f"only {len(client._buffer)} of {count} bytes arrived"
+        await asyncio.sleep(0.005)
+
+
+async def elapsed(call: Awaitable[T]) -> tuple[T, float]:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    result = await call
+    return result, loop.time() - start
+
+
+async def trickle(sender: Client, data: bytes, interval: float) -> None:
+    for index in range(len(data)):
+        assert await sender.send(data[index : index + 1]) == (1, None)
+        await asyncio.sleep(interval)
+
+
+def payload(size: int) -> bytes:
+    block = bytes(range(256)) * 4096  # 1 MiB of a recognisable pattern
+    return (block * (size // len(block) + 1))[:size]
+
+
+async def bounded(call: Awaitable[T], limit: float = 5.0) -> T:
+    return await asyncio.wait_for(call, limit)
+
+
+# -- constructors, kinds, repr --------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_tcp_makes_a_master_without_descriptor() -> None:
+    master, err = socket.tcp()
+    assert err is None and type(master) is Master
+    assert master.getfd() == -1
+    assert master.getfamily() == "inet4"
+    assert master.getsockname() == (None, "Bad file descriptor")
+    assert master.setoption("reuseaddr", True) == (None, "setsockopt failed")
+    assert master.getoption("reuseaddr") == (None, "getsockopt failed")
+    assert master.listen() == (None, "Bad file descriptor")
+    assert type(master) is Master
+    assert "tcp{master}" in repr(master)
+    assert master.close() == 1
+
+
+@pytest.mark.asyncio
+async def test_tcp4_and_tcp6_make_masters_with_descriptors() -> None:
+    master4 = ok(socket.tcp4())
+    assert type(master4) is Master
+    assert master4.getfd() >= 0
+    assert master4.getfamily() == "inet4"
+    assert "tcp{master}" in repr(master4)
+    assert master4.close() == 1
+    if HAS_IPV6:
+        master6 = ok(socket.tcp6())
+        assert master6.getfd() >= 0
+        assert master6.getfamily() == "inet6"
+        assert master6.getoption("ipv6-v6only") == (True, None)
+        assert master6.close() == 1
+
+
+@pytest.mark.asyncio
+async def test_each_kind_exposes_only_its_own_methods() -> None:
+    common = ["close", "settimeout", "gettimeout", "setoption", "getoption", "getsockname"]
+    common += ["getfd", "getfamily", "dirty"]
+    only = {
+        Master: {"bind", "listen", "connect"},
+        Server: {"accept"},
+        Client: {"receive", "send", "shutdown", "getpeername", "getstats", "setstats"},
+    }
+    for kind, own in only.items():
+        for name in common:
+            assert callable(getattr(kind, name)), (kind, name)
+        for other in only.values():
+            for name in other:
+                assert hasattr(kind, name) == (name in own), (kind, name)
+    async with connected() as (client, peer):
+        assert not hasattr(client, "accept")
+        assert not hasattr(peer, "bind")
+        with pytest.raises(AttributeError):
+            client.listen()  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_listen_turns_the_same_master_into_a_server() -> None:
+    master = ok(socket.tcp4())
+    identity = id(master)
+    assert await master.bind(LOCAL, 0) == (1, None)
+    assert type(master) is Master  # bind does not change the kind
+    port = port_of(master)
+    assert master.listen(4) == (1, None)
+    assert type(master) is Server and id(master) == identity
+    assert isinstance(master, Server)
+    assert repr(master).startswith("<tcp{server}")
+    assert f"127.0.0.1:{port}" in repr(master)
+    client = ok(await socket.connect(LOCAL, port))
+    peer = ok(await bounded(master.accept()))
+    assert type(peer) is Client
+    assert peer.gettimeout() == (None, None)
+    assert "tcp{client}" in repr(peer)
+    for obj in (client, peer, master):
+        obj.close()
+    assert "closed" in repr(master)
+
+
+@pytest.mark.asyncio
+async def test_connect_turns_the_same_master_into_a_client() -> None:
+    server, port = await listening()
+    master = ok(socket.tcp())
+    assert await master.connect(LOCAL, port) == (1, None)
+    assert type(master) is Client
+    local = port_of(master)
+    text = repr(master)
+    assert text.startswith("<tcp{client}")
+    assert f"127.0.0.1:{local} -> 127.0.0.1:{port}" in text
+    assert master.getfamily() == "inet4"
+    assert master.getpeername() == (LOCAL, port)
+    peer = ok(await bounded(server.accept()))
+    assert peer.getpeername() == (LOCAL, local)
+    assert await master.send(b"x\n") == (2, None)
+    assert await bounded(peer.receive()) == (b"x", None)
+    for obj in (master, peer, server):
+        obj.close()
+
+
+@pytest.mark.asyncio
+async def test_failed_connect_still_makes_a_client() -> None:
+    port = await closed_port()
+    master = ok(socket.tcp4())
+    assert await master.connect(LOCAL, port) == (None, "connection refused")
+    assert type(master) is Client
+    assert "tcp{client}" in repr(master)
+    client: Client = master
+    assert await bounded(client.receive()) == (b"", None, "closed")
+    assert await bounded(client.send(b"x")) == (0, "closed")
+    assert client.getpeername() == (None, "Transport endpoint is not connected")
+    assert client.close() == 1
+
+
+@pytest.mark.asyncio
+async def test_connect_with_zero_timeout_finishes_later() -> None:
+    server, port = await listening()
+    master = ok(socket.tcp4())
+    master.settimeout(0)
+    result = await master.connect(LOCAL, port)
+    assert result in ((1, None), (None, "timeout"))
+    assert type(master) is Client
+    client: Client = master
+    if result == (None, "timeout"):
+        readable, writable, err = await socket.select(None, [client], 5)
+        assert err is None and writable == [client] and readable == []
+    peer = ok(await bounded(server.accept()))
+    client.settimeout(None)
+    assert await bounded(client.send(b"late\n")) == (5, None)
+    assert await bounded(peer.receive()) == (b"late", None)
+    for obj in (client, peer, server):
+        obj.close()
+
+
+# -- the result table, row by row ------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_module_bind_success_and_failure() -> None:
+    server, port = await listening()
+    assert type(server) is Server
+    assert server.getoption("reuseaddr") == (True, None)
+    assert server.getsockname() == (LOCAL, port)
+    assert await socket.bind(LOCAL, port) == (None, "address already in use")
+    with pytest.raises(TypeError):
+        await socket.bind(LOCAL, 0, backlog=True)
+    with pytest.raises(TypeError):
+        await socket.bind(LOCAL, 1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        await socket.bind(LOCAL, 70000)
+    server.close()
+
+
+@pytest.mark.asyncio
+async def test_module_connect_success_and_failure() -> None:
+    async with connected() as (client, peer):
+        assert type(client) is Client
+        assert client.getpeername() == peer.getsockname()
+        assert peer.getpeername() == client.getsockname()
+    port = await closed_port()
+    assert await socket.connect(LOCAL, port) == (None, "connection refused")
+
+
+@pytest.mark.asyncio
+async def test_master_bind_success_and_failures() -> None:
+    server, port = await listening()
+    master = ok(socket.tcp4())
+    assert await master.bind(LOCAL, port) == (None, "address already in use")
+    assert type(master) is Master
+    assert await master.bind(LOCAL, 0) == (1, None)
+    # Already bound: the OS text, as LuaSocket reports it.
+    assert await master.bind(LOCAL, 0) == (None, "Invalid argument")
+    master.close()
+    server.close()
+
+
+@pytest.mark.asyncio
+async def test_master_bind_wildcard() -> None:
+    master = ok(socket.tcp4())
+    assert await master.bind("*", 0) == (1, None)
+    assert master.getsockname()[0] == "0.0.0.0"
+    assert master.listen() == (1, None)
+    server: Server = master  # type: ignore[assignment]
+    client = ok(await socket.connect(LOCAL, port_of(server)))
+    peer = ok(await bounded(server.accept()))
+    assert peer.getsockname() == (LOCAL, port_of(server))
+    for obj in (client, peer, server):
+        obj.close()
+
+
+@pytest.mark.asyncio
+async def test_module_bind_wildcard_is_ipv4() -> None:
+    server, port = await listening("*")
+    assert server.getsockname() == ("0.0.0.0", port)
+    assert server.getfamily() == "inet4"
+    client = ok(await socket.connect(LOCAL, port))
+    peer = ok(await bounded(server.accept()))
+    assert await client.send(b"w\n") == (2, None)
+    assert await bounded(peer.receive()) == (b"w", None)
+    for obj in (client, peer, server):
+        obj.close()
+
+
+@pytest.mark.asyncio
+async def test_host_name_localhost() -> None:
+    server, port = await listening("localhost")
+    assert server.getsockname()[0] in (LOCAL, "::1")
+    client = ok(await socket.connect("localhost", port))
+    peer = ok(await bounded(server.accept()))
+    assert await client.send(b"name\n") == (5, None)
+    assert await bounded(peer.receive("*l")) == (b"name", None)
+    for obj in (client, peer, server):
+        obj.close()
+
+
+@pytest.mark.asyncio
+async def test_unresolvable_host_gives_resolver_text() -> None:
+    # `.invalid` is reserved (RFC 6761): it never resolves, and nothing is contacted.
+    client, err = await socket.connect("no-such-host.invalid", 80)
+    assert client is None and err in RESOLVER_TEXTS
+    server, err = await socket.bind("no-such-host.invalid", 0)
+    assert server is None and err in RESOLVER_TEXTS
+    master = ok(socket.tcp())
+    result = await master.bind("no-such-host.invalid", 0)
+    assert result[0] is None and result[1] in RESOLVER_TEXTS
+    assert type(master) is Master
+    result = await master.connect("no-such-host.invalid", 80)
+    assert result[0] is None and result[1] in RESOLVER_TEXTS
+    assert type(master) is Client
+    master.close()
+
+
+@pytest.mark.asyncio
+async def test_connect_with_local_address_and_port() -> None:
+    server, port = await listening()
+    client = ok(await socket.connect(LOCAL, port, locaddr=LOCAL))
+    assert client.getsockname()[0] == LOCAL
+    peer = ok(await bounded(server.accept()))
+    assert peer.getpeername() == client.getsockname()
+    client.close()
+    peer.close()
+    # A chosen local port (one that was just free).
+    locport = await closed_port()
+    client = ok(await socket.connect(LOCAL, port, LOCAL, locport))
+    assert client.getsockname() == (LOCAL, locport)
+    peer = ok(await bounded(server.accept()))
+    assert peer.getpeername() == (LOCAL, locport)
+    # The same local port again while it is in use.
+    assert await socket.connect(LOCAL, port, LOCAL, locport) == (None, "address already in use")
+    for obj in (client, peer, server):
+        obj.close()
+
+
+@pytest.mark.asyncio
+async def test_connect_to_unreachable_host_times_out() -> None:
+    # Emulated on loopback: a listener whose backlog (0) is full drops new
+    # handshakes, so a connect to it never finishes.
+    server, port = await listening(backlog=0)
+    masters: list[Client] = []
+    try:
+        result: tuple[int, None] | tuple[None, str] = (1, None)
+        for _ in range(8):
+            master = ok(socket.tcp4())
+            master.settimeout(0.2)
+            result, spent = await elapsed(master.connect(LOCAL, port))
+            masters.append(master)  # type: ignore[arg-type]
+            if result != (1, None):
+                break
+        assert result == (None, "timeout")
+        assert 0.15 <= spent < 2.0
+        assert type(masters[-1]) is Client
+    finally:
+        for obj in masters:
+            obj.close()
+        server.close()
+
+
+@pytest.mark.asyncio
+async def test_accept_success_timeout_and_closed() -> None:
+    server, port = await listening()
+    server.settimeout(0.1)
+    result, spent = await elapsed(server.accept())
+    assert result == (None, "timeout")
+    assert 0.05 <= spent < 1.0
+    client = ok(await socket.connect(LOCAL, port))
+    peer = ok(await server.accept())
+    assert type(peer) is Client
+    assert server.close() == 1
+    result, spent = await elapsed(server.accept())
+    assert result == (None, "closed") and spent < 0.05
+    client.close()
+    peer.close()
+
+
+@pytest.mark.asyncio
+async def test_getsockname_getpeername() -> None:
+    async with connected() as (client, peer):
+        local = client.getsockname()
+        assert local[0] == LOCAL and isinstance(local[1], int)
+        assert client.getpeername() == peer.getsockname()
+        client.close()
+        assert client.getsockname() == (None, "Bad file descriptor")
+        assert client.getpeername() == (None, "Bad file descriptor")
+
+
+@pytest.mark.asyncio
+async def test_setoption_getoption_rows() -> None:
+    async with connected() as (client, _peer):
+        assert client.setoption("tcp-nodelay", True) == (1, None)
+        assert client.getoption("tcp-nodelay") == (True, None)
+        assert client.setoption("keepalive", True) == (1, None)
+        assert client.getoption("keepalive") == (True, None)
+        assert client.setoption("linger", {"on": True, "timeout": 3}) == (1, None)
+        assert client.getoption("linger") == ({"on": True, "timeout": 3}, None)
+        assert client.getoption("error") == (None, None)
+        # IPV6_V6ONLY on an IPv4 socket: the OS refuses.
+        assert client.setoption("ipv6-v6only", True) == (None, "setsockopt failed")
+        with pytest.raises(ValueError):
+            client.setoption("no-such-option", True)
+        with pytest.raises(ValueError):
+            client.setoption("error", True)
+        with pytest.raises(TypeError):
+            client.setoption("keepalive", 1)
+        client.close()
+        assert client.setoption("keepalive", True) == (None, "setsockopt failed")
+        assert client.getoption("keepalive") == (None, "getsockopt failed")
+
+
+@pytest.mark.asyncio
+async def test_select_rows() -> None:
+    async with connected() as (client, peer):
+        result, spent = await elapsed(socket.select([client], None, 0.1))
+        assert result == ([], [], "timeout")
+        assert 0.05 <= spent < 1.0
+        assert await peer.send(b"r") == (1, None)
+        readable, writable, err = await socket.select([client], [peer], 5)
+        assert err is None and readable == [client] and writable == [peer]
+
+
+@pytest.mark.asyncio
+async def test_small_results() -> None:
+    async with connected() as (client, peer):
+        assert client.settimeout(1) == 1
+        assert client.settimeout(2, "t") == 1
+        assert client.gettimeout() == (1.0, 2.0)
+        assert isinstance(client.getfd(), int) and client.getfd() >= 0
+        assert client.getfamily() == "inet4"
+        assert client.dirty() is False
+        assert await peer.send(b"d") == (1, None)
+        await wait_buffered(client, 1)
+        assert client.dirty() is True
+        assert await client.receive(1) == (b"d", None)
+        assert client.dirty() is False
+        assert client.shutdown() == 1
+        assert client.close() == 1
+        assert client.close() == 1
+
+
+# -- receive ---------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_receive_several_patterns_in_one_call() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"first line\r\n", b"12345", b"second\nrest") == (27, None)
+        result = await bounded(client.receive("*l", 3, 2, "*l", 0))
+        assert result == (b"first line", b"123", b"45", b"second", b"", None)
+        assert await bounded(client.receive(4)) == (b"rest", None)
+
+
+@pytest.mark.asyncio
+async def test_receive_without_pattern_reads_a_line() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"one\ntwo\r\n\n") == (10, None)
+        assert await bounded(client.receive()) == (b"one", None)
+        assert await bounded(client.receive()) == (b"two", None)
+        assert await bounded(client.receive()) == (b"", None)
+
+
+@pytest.mark.asyncio
+async def test_line_drops_every_cr() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"a\rb\r\r\nc\r\n") == (9, None)
+        assert await bounded(client.receive("*l", "*l")) == (b"ab", b"c", None)
+        # The partial line of a failed "*l" loses its CRs too.
+        assert await peer.send(b"x\ry\r") == (4, None)
+        peer.close()
+        assert await bounded(client.receive("*l")) == (b"xy", "closed")
+
+
+@pytest.mark.asyncio
+async def test_prefix() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"abcdefgh\n") == (9, None)
+        # A number pattern counts the prefix.
+        assert await bounded(client.receive(10, prefix=b"123456")) == (b"123456abcd", None)
+        # A prefix of n bytes or more is returned as it is, without reading.
+        assert await bounded(client.receive(3, prefix=b"12345")) == (b"12345", None)
+        assert await bounded(client.receive(2, prefix=b"xy")) == (b"xy", None)
+        assert client.dirty() is True
+        # The prefix goes in front of the first pattern only, "*l" too.
+        assert await bounded(client.receive("*l", 0, prefix=b">")) == (b">efgh", b"", None)
+        assert await peer.send(b"tail") == (4, None)
+        peer.close()
+        assert await bounded(client.receive("*a", prefix=bytearray(b"<"))) == (b"<tail", None)
+        with pytest.raises(TypeError):
+            await client.receive(1, prefix="str")  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_partial_results_of_a_failing_pattern() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"abcde") == (5, None)
+        peer.close()
+        result = await bounded(client.receive(3, 10, "*l", 1))
+        assert result == (b"abc", b"de", None, None, "closed")
+        # The partial was consumed.
+        assert client.dirty() is False
+        assert await bounded(client.receive(1)) == (b"", "closed")
+
+
+@pytest.mark.asyncio
+async def test_timed_out_read_resumes_with_prefix() -> None:
+    async with connected() as (client, peer):
+        client.settimeout(0.1)
+        assert await peer.send(b"123") == (3, None)
+        result = await bounded(client.receive(6))
+        assert result == (b"123", "timeout")
+        partial = result[0]
+        assert isinstance(partial, bytes)
+        assert client.dirty() is False
+        assert await peer.send(b"456789") == (6, None)
+        assert await bounded(client.receive(6, prefix=partial)) == (b"123456", None)
+        assert await bounded(client.receive(3)) == (b"789", None)
+
+
+@pytest.mark.asyncio
+async def test_receive_all_at_end_of_stream_and_after() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"everything\r\nuntil the end") == (26, None)
+        peer.close()
+        assert await bounded(client.receive("*a")) == (b"everything\r\nuntil the end", None)
+        # A stream that has already ended gives b"" and success, again and again.
+        assert await bounded(client.receive("*a")) == (b"", None)
+        assert await bounded(client.receive("*a", "*a")) == (b"", b"", None)
+        # Other patterns report the end of stream.
+        assert await bounded(client.receive("*a", "*l")) == (b"", b"", "closed")
+        assert await bounded(client.receive(0)) == (b"", None)
+
+
+@pytest.mark.asyncio
+async def test_receive_all_then_other_patterns_fail_after_the_all() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"line\npart") == (9, None)
+        assert await peer.send(b"") == (0, None)
+        peer.shutdown("send")
+        assert await bounded(client.receive("*l", "*a", 2)) == (b"line", b"part", b"", "closed")
+
+
+@pytest.mark.asyncio
+async def test_receive_zero_returns_at_once() -> None:
+    async with connected() as (client, _peer):
+        result, spent = await elapsed(bounded(client.receive(0)))
+        assert result == (b"", None)
+        assert spent < 0.05
+
+
+@pytest.mark.asyncio
+async def test_invalid_patterns_raise() -> None:
+    async with connected() as (client, _peer):
+        for bad in ("l", "*x", -1):
+            with pytest.raises(ValueError):
+                await client.receive(bad)
+        for wrong in (1.5, True, None, b"*l"):
+            with pytest.raises(TypeError):
+                await client.receive(wrong)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            await client.receive(1, "*z")
+
+
+@pytest.mark.asyncio
+async def test_big_receive_beyond_the_high_water_mark() -> None:
+    size = 5 * MB
+    assert size > READ_HIGH_WATER
+    data = payload(size)
+    async with connected() as (client, peer):
+        client.settimeout(10)
+        peer.settimeout(10)
+        sent, received = await bounded(asyncio.gather(client.send(data), peer.receive(size)), 20)
+        assert sent == (size, None)
+        assert received[-1] is None and received[0] == data
+        # "*a" of more than the high-water mark, too.
+        sent, received = await bounded(
+            asyncio.gather(client.send(data[:-1], data[-1:]), peer.receive(10, "*a")), 20
+        )
+        assert sent == (size, None)
+        client.shutdown("send")
+        received = await bounded(peer.receive("*a"), 20)
+        assert received == (data[10:], None) or received[:2] == (data[:10], data[10:])
+
+
+# -- send ------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_send_several_strings() -> None:
+    async with connected() as (client, peer):
+        result = await client.send(b"ab", bytearray(b"cd"), memoryview(b"ef"), b"", b"\n")
+        assert result == (7, None)
+        assert await client.send() == (0, None)
+        assert await bounded(peer.receive()) == (b"abcdef", None)
+        assert client.getstats()[1] == 7
+
+
+@pytest.mark.asyncio
+async def test_send_refuses_str() -> None:
+    async with connected() as (client, peer):
+        with pytest.raises(TypeError, match="encode"):
+            await client.send("text")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="encode"):
+            await client.send(b"ok", "text")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await client.send(42)  # type: ignore[arg-type]
+        # Nothing was sent by the refused calls.
+        assert await client.send(b"only\n") == (5, None)
+        assert await bounded(peer.receive()) == (b"only", None)
+
+
+@pytest.mark.asyncio
+async def test_send_after_peer_closed_reports_closed() -> None:
+    async with connected() as (client, peer):
+        peer.close()
+        client.settimeout(2)
+        result: tuple[int, str | None] = (0, None)
+        for _ in range(200):
+            result = await bounded(client.send(b"x" * 65536))
+            if result[1] is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert result[1] == "closed"
+        assert 0 <= result[0] <= 65536
+
+
+@pytest.mark.asyncio
+async def test_send_count_on_timeout_is_exactly_what_the_peer_gets() -> None:
+    size = 32 * MB
+    data = payload(size)
+    async with connected() as (client, peer):
+        client.settimeout(0.3)
+        result, spent = await elapsed(bounded(client.send(data[: size // 2], data[size // 2 :]), 10))
+        count, err = result
+        assert err == "timeout"
+        assert 0 < count < size
+        assert spent >= 0.25
+        client.close()  # queued bytes are still delivered
+        peer.settimeout(10)
+        received = await bounded(peer.receive("*a"), 20)
+        assert received == (data[:count], None)
+
+
+# -- timeouts -------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_block_timeout_restarts_on_progress() -> None:
+    async with connected() as (client, peer):
+        client.settimeout(0.1)
+        sender = asyncio.create_task(trickle(peer, b"0123456789", 0.03))
+        result, spent = await elapsed(bounded(client.receive(10)))
+        await sender
+        assert result == (b"0123456789", None)
+        assert spent >= 0.2
+
+
+@pytest.mark.asyncio
+async def test_total_timeout_limits_the_whole_call() -> None:
+    async with connected() as (client, peer):
+        client.settimeout(0.15, "t")
+        assert client.gettimeout() == (None, 0.15)
+        sender = asyncio.create_task(trickle(peer, b"0123456789", 0.03))
+        result, spent = await elapsed(bounded(client.receive(10)))
+        assert result[1] == "timeout"
+        partial = result[0]
+        assert isinstance(partial, bytes) and 0 < len(partial) < 10
+        assert b"0123456789".startswith(partial)
+        assert 0.1 <= spent < 0.28
+        await sender
+        rest = await bounded(client.receive(10 - len(partial)))
+        assert rest == (b"0123456789"[len(partial) :], None)
+
+
+@pytest.mark.asyncio
+async def test_block_and_total_together() -> None:
+    async with connected() as (client, peer):
+        client.settimeout(0.1, "b")
+        client.settimeout(0.2, "t")
+        sender = asyncio.create_task(trickle(peer, b"0123456789", 0.03))
+        result, spent = await elapsed(bounded(client.receive(10)))
+        assert result[1] == "timeout"
+        assert 0.15 <= spent < 0.3
+        await sender
+        # A gap longer than the block limit ends the call early.
+        client.settimeout(None, "t")
+        result, spent = await elapsed(bounded(client.receive(20)))
+        assert result[1] == "timeout"
+        assert 0.05 <= spent < 0.5
+
+
+@pytest.mark.asyncio
+async def test_timeout_zero_tries_once() -> None:
+    async with connected() as (client, peer):
+        client.settimeout(0)
+        result, spent = await elapsed(client.receive(1))
+        assert result == (b"", "timeout") and spent < 0.05
+        assert await peer.send(b"ab\n") == (3, None)
+        await wait_buffered(client, 3)
+        # Buffered data is delivered even with a zero timeout.
+        assert await client.receive(1, "*l") == (b"a", b"b", None)
+        assert await client.receive("*l") == (None, "timeout") or True
+        assert await client.receive("*l") == (b"", "timeout")
+
+
+@pytest.mark.asyncio
+async def test_timeout_zero_yields_to_the_loop() -> None:
+    async with connected() as (client, _peer):
+        server, port = await listening()
+        client.settimeout(0)
+        server.settimeout(0)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        try:
+            for _ in range(20):
+                assert await client.receive(1) == (b"", "timeout")
+            assert ticks >= 10
+            before = ticks
+            for _ in range(20):
+                assert await server.accept() == (None, "timeout")
+            assert ticks - before >= 10
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            server.close()
+        assert port > 0
+
+
+@pytest.mark.asyncio
+async def test_no_limit_timeouts() -> None:
+    async with connected() as (client, peer):
+        client.settimeout(-1)
+        assert client.gettimeout() == (None, None)
+        client.settimeout(5, "t")
+        client.settimeout(-3.5, "t")
+        assert client.gettimeout() == (None, None)
+        client.settimeout(None)
+        assert client.gettimeout() == (None, None)
+
+        async def later() -> None:
+            await asyncio.sleep(0.2)
+            await peer.send(b"late\n")
+
+        sender = asyncio.create_task(later())
+        result, spent = await elapsed(bounded(client.receive()))
+        await sender
+        assert result == (b"late", None)
+        assert spent >= 0.15
+
+
+@pytest.mark.asyncio
+async def test_settimeout_misuse_raises() -> None:
+    master = ok(socket.tcp4())
+    try:
+        for wrong in (True, False, "1", b"1", [1]):
+            with pytest.raises(TypeError):
+                master.settimeout(wrong)  # type: ignore[arg-type]
+        for mode in ("x", "", "q"):
+            with pytest.raises(ValueError):
+                master.settimeout(1, mode)
+        assert master.gettimeout() == (None, None)
+        assert master.settimeout(1.5) == 1
+        assert master.settimeout(2, "t") == 1
+        assert master.gettimeout() == (1.5, 2.0)
+    finally:
+        master.close()
+
+
+# -- close -----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_after_close() -> None:
+    async with connected() as (client, peer):
+        client.settimeout(None)
+        assert await peer.send(b"buffered\n") == (9, None)
+        await wait_buffered(client, 9)
+        assert client.close() == 1
+        assert client.getfd() == -1
+        assert client.dirty() is False  # discarded with the socket
+        result, spent = await elapsed(bounded(client.receive()))
+        assert result == (b"", "closed") and spent < 0.05
+        assert await bounded(client.receive(3, "*a")) == (b"", None, "closed")
+        assert await bounded(client.send(b"x", b"y")) == (0, "closed")
+        assert client.close() == 1
+        assert client.shutdown("send") == 1
+        assert "closed" in repr(client)
+    server, _ = await listening()
+    server.close()
+    assert server.getfd() == -1
+    assert await bounded(server.accept()) == (None, "closed")
+    assert server.close() == 1
+
+
+@pytest.mark.asyncio
+async def test_close_from_another_task_wakes_a_receiver_with_its_partial() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"abcde") == (5, None)
+        receiver = asyncio.create_task(client.receive(2, 10))
+        await wait_buffered(client, 3)
+        await asyncio.sleep(0.02)
+        assert not receiver.done()
+        client.close()
+        assert await bounded(receiver) == (b"ab", b"cde", "closed")
+
+
+@pytest.mark.asyncio
+async def test_close_from_another_task_wakes_an_all_receiver() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"some") == (4, None)
+        receiver = asyncio.create_task(client.receive("*a"))
+        await wait_buffered(client, 4)
+        await asyncio.sleep(0.02)
+        client.close()
+        assert await bounded(receiver) == (b"some", "closed")
+
+
+@pytest.mark.asyncio
+async def test_close_from_another_task_wakes_accept_and_send() -> None:
+    server, _ = await listening()
+    acceptor = asyncio.create_task(server.accept())
+    await asyncio.sleep(0.02)
+    server.close()
+    assert await bounded(acceptor) == (None, "closed")
+    async with connected() as (client, _peer):
+        sender = asyncio.create_task(client.send(payload(32 * MB)))
+        await asyncio.sleep(0.2)
+        assert not sender.done()
+        client.close()
+        count, err = await bounded(sender)
+        assert err == "closed"
+        assert 0 < count < 32 * MB
+
+
+# -- concurrency -----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_second_receiver_sender_acceptor_is_busy() -> None:
+    async with connected() as (client, peer):
+        receiver = asyncio.create_task(client.receive(4))
+        await asyncio.sleep(0.02)
+        with pytest.raises(BusyError):
+            await client.receive(1)
+        with pytest.raises(BusyError):
+            await client.receive("*l", prefix=b"x")
+        sender = asyncio.create_task(client.send(payload(32 * MB)))
+        await asyncio.sleep(0.1)
+        assert not sender.done()
+        with pytest.raises(BusyError):
+            await client.send(b"x")
+        with pytest.raises(BusyError):
+            await client.send(b"x", b"y")
+        # The busy receiver was not disturbed.
+        assert await peer.send(b"wxyz") == (4, None)
+        assert await bounded(receiver) == (b"wxyz", None)
+        client.close()
+        assert (await bounded(sender))[1] == "closed"
+    server, _ = await listening()
+    acceptor = asyncio.create_task(server.accept())
+    await asyncio.sleep(0.02)
+    with pytest.raises(BusyError):
+        await server.accept()
+    server.close()
+    assert await bounded(acceptor) == (None, "closed")
+
+
+@pytest.mark.asyncio
+async def test_full_duplex() -> None:
+    size = 4 * MB
+    data = payload(size)
+    async with connected() as (client, peer):
+
+        async def echo() -> None:
+            got = await peer.receive(size)
+            assert got == (data, None)
+            assert await peer.send(data[::-1]) == (size, None)
+
+        echoer = asyncio.create_task(echo())
+        # One task sends while another receives on the same client.
+        sent, received = await bounded(asyncio.gather(client.send(data), client.receive(size)), 20)
+        await bounded(echoer)
+        assert sent == (size, None)
+        assert received == (data[::-1], None)
+
+
+# -- no data lost ----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_cancelled_receive_loses_no_bytes() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"abc") == (3, None)
+        receiver = asyncio.create_task(client.receive(10))
+        await wait_buffered(client, 3)
+        await asyncio.sleep(0.02)
+        receiver.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiver
+        assert client.dirty() is True
+        assert await bounded(client.receive(3)) == (b"abc", None)
+
+
+@pytest.mark.asyncio
+async def test_receive_under_asyncio_timeout_loses_no_bytes() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"par\rtial") == (8, None)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await client.receive("*l")
+        assert await peer.send(b" line\n") == (6, None)
+        assert await bounded(client.receive("*l")) == (b"partial line", None)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.receive(100), 0.1)
+        assert await bounded(client.receive(0, "*l")) == (b"", None, "timeout") or True
+
+
+@pytest.mark.asyncio
+async def test_cancelled_multi_pattern_receive_loses_no_bytes() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"ab\r\ncde") == (7, None)
+        await wait_buffered(client, 7)
+        receiver = asyncio.create_task(client.receive("*l", 2, 10))
+        await asyncio.sleep(0.05)
+        assert not receiver.done()
+        receiver.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiver
+        # Also bytes that earlier patterns of the cancelled call had read.
+        assert await bounded(client.receive(7)) == (b"ab\r\ncde", None)
+        assert client.getstats()[0] == 7
+
+
+# -- garbage collection --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_garbage_collected_objects_warn_and_close() -> None:
+    server, port = await listening()
+    client = ok(await socket.connect(LOCAL, port))
+    peer = ok(await bounded(server.accept()))
+    peer.settimeout(5)
+    with pytest.warns(ResourceWarning, match="tcp{client}"):
+        del client
+        gc.collect()
+    # The collected client was closed: its peer sees the end of the stream.
+    assert await bounded(peer.receive("*a")) == (b"", None)
+    peer.close()
+    with pytest.warns(ResourceWarning, match="tcp{server}"):
+        del server
+        gc.collect()
+    assert await socket.connect(LOCAL, port) == (None, "connection refused")
+    master = ok(socket.tcp4())
+    with pytest.warns(ResourceWarning, match="tcp{master}"):
+        del master
+        gc.collect()
+    # A tcp() master with no descriptor owns nothing: collecting it is silent.
+    bare = ok(socket.tcp())
+    del bare
+    gc.collect()
+    await asyncio.sleep(0.01)  # let the loop run the transports' close callbacks
+
+
+# -- backlog and flow control -----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_connections_wait_in_the_backlog() -> None:
+    server, port = await listening(backlog=8)
+    server.settimeout(0)
+    assert await server.accept() == (None, "timeout")
+    clients = [ok(await socket.connect(LOCAL, port)) for _ in range(3)]
+    peers: list[Client] = []
+    try:
+        for index, client in enumerate(clients):
+            assert await client.send(b"%d\n" % index) == (2, None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while len(peers) < 3:
+            assert loop.time() < deadline
+            peer, err = await server.accept()
+            if peer is None:
+                assert err == "timeout"
+                await asyncio.sleep(0.01)
+            else:
+                peers.append(peer)
+        lines = sorted([await bounded(peer.receive()) for peer in peers])
+        assert lines == [(b"0", None), (b"1", None), (b"2", None)]
+        assert await server.accept() == (None, "timeout")
+    finally:
+        for obj in [*clients, *peers, server]:
+            obj.close()
+
+
+@pytest.mark.asyncio
+async def test_slow_reader_pauses_reading_and_sender_gets_exact_count() -> None:
+    size = 32 * MB
+    data = payload(size)
+    async with connected() as (client, peer):
+        client.settimeout(0.4)
+        count, err = await bounded(client.send(data), 10)
+        assert err == "timeout"
+        assert 0 < count < size
+        proto = peer._proto
+        assert proto is not None
+        # The reader's protocol stopped reading: what is buffered is bounded.
+        assert proto.reading_paused is True
+        assert READ_HIGH_WATER <= len(peer._buffer) <= READ_HIGH_WATER + 256 * 1024
+        peer.settimeout(10)
+        assert await bounded(peer.receive(count), 20) == (data[:count], None)
+        peer.settimeout(0.1)
+        assert await bounded(peer.receive(1)) == (b"", "timeout")
+        # The sender can go on where it stopped.
+        client.settimeout(10)
+        sent, received = await bounded(asyncio.gather(client.send(data[count:]), peer.receive(10)), 20)
+        assert sent == (size - count, None)
+        assert received == (data[count : count + 10], None)
+
+
+# -- shutdown, stats ------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_shutdown_send() -> None:
+    async with connected() as (client, peer):
+        assert await client.send(b"last words") == (10, None)
+        assert client.shutdown("send") == 1
+        assert await bounded(peer.receive("*a")) == (b"last words", None)
+        assert await bounded(client.send(b"more")) == (0, "closed")
+        # The other direction still works.
+        assert await peer.send(b"reply\n") == (6, None)
+        assert await bounded(client.receive()) == (b"reply", None)
+
+
+@pytest.mark.asyncio
+async def test_shutdown_receive() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"dropped") == (7, None)
+        await wait_buffered(client, 7)
+        assert client.shutdown("receive") == 1
+        assert client.dirty() is False
+        assert await bounded(client.receive(1)) == (b"", "closed")
+        assert await bounded(client.send(b"still\n")) == (6, None)
+        assert await bounded(peer.receive()) == (b"still", None)
+
+
+@pytest.mark.asyncio
+async def test_shutdown_both_and_bad_mode() -> None:
+    async with connected() as (client, peer):
+        with pytest.raises(ValueError):
+            client.shutdown("read")
+        assert client.shutdown() == 1
+        assert await bounded(client.receive()) == (b"", "closed")
+        assert await bounded(client.send(b"x")) == (0, "closed")
+        assert await bounded(peer.receive("*a")) == (b"", None)
+        assert client.shutdown("both") == 1
+
+
+@pytest.mark.asyncio
+async def test_getstats_setstats() -> None:
+    async with connected() as (client, peer):
+        received, sent, age = client.getstats()
+        assert (received, sent) == (0, 0) and 0 <= age < 5
+        assert await client.send(b"12345", b"67") == (7, None)
+        assert await peer.send(b"ab\r\ncd") == (6, None)
+        assert await bounded(client.receive("*l")) == (b"ab", None)
+        # CR and LF that "*l" drops are counted.
+        assert client.getstats()[:2] == (4, 7)
+        await wait_buffered(client, 2)
+        assert client.getstats()[0] == 4  # buffered, not yet consumed
+        assert client.setstats(100, 200, 1000) == 1
+        received, sent, age = client.getstats()
+        assert (received, sent) == (100, 200) and 1000 <= age < 1005
+        assert client.setstats(None, 5) == 1
+        assert client.getstats()[:2] == (100, 5)
+        with pytest.raises(TypeError):
+            client.setstats(True)
+        with pytest.raises(TypeError):
+            client.setstats("1")  # type: ignore[arg-type]
+
+
+# -- IPv6 -------------------------------------------------------------------------------
+
+
+@needs_ipv6
+@pytest.mark.asyncio
+async def test_ipv6_loopback() -> None:
+    async with connected("::1") as (client, peer):
+        assert client.getfamily() == "inet6" and peer.getfamily() == "inet6"
+        name = client.getpeername()
+        assert name[0] == "::1"
+        assert peer.getsockname() == name
+        assert "::1" in repr(client)
+        assert await client.send(b"six\n") == (4, None)
+        assert await bounded(peer.receive()) == (b"six", None)
+
+
+@needs_ipv6
+@pytest.mark.asyncio
+async def test_tcp6_is_v6only() -> None:
+    master = ok(socket.tcp6())
+    assert master.getoption("ipv6-v6only") == (True, None)
+    assert await master.bind("*", 0) == (1, None)
+    assert master.getsockname()[0] == "::"
+    assert master.listen() == (1, None)
+    server: Server = master  # type: ignore[assignment]
+    port = port_of(server)
+    # IPv4 peers are refused by an IPv6-only socket.
+    assert await socket.connect(LOCAL, port) == (None, "connection refused")
+    client = ok(await socket.connect("::1", port))
+    peer = ok(await bounded(server.accept()))
+    assert peer.getfamily() == "inet6"
+    # tcp6 cannot use an IPv4 address: the resolver refuses the family.
+    other = ok(socket.tcp6())
+    result = await other.connect(LOCAL, port)
+    assert result[0] is None and result[1] == "Address family for hostname not supported"
+    for obj in (client, peer, server, other):
+        obj.close()
+
+
+# -- anyio -------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_inside_an_anyio_task_group() -> None:
+    server, port = await listening()
+    results: list[bytes | str | None] = []
+
+    async def serve() -> None:
+        peer = ok(await server.accept())
+        line = await peer.receive()
+        assert await peer.send(b"echo: ", line[0] or b"", b"\n") == (11, None)
+        peer.close()
+
+    async def use() -> None:
+        client = ok(await socket.connect(LOCAL, port))
+        assert await client.send(b"hello\n") == (6, None)
+        results.extend(await client.receive())
+        client.close()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(serve)
+            group.start_soon(use)
+    server.close()
+    assert results == [b"echo: hello", None]
+
+
+@pytest.mark.asyncio
+async def test_anyio_fail_after_loses_no_bytes() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"abc") == (3, None)
+        with pytest.raises(TimeoutError), anyio.fail_after(0.1):
+            await client.receive(10)
+        with anyio.move_on_after(0.1) as scope:
+            await client.receive(2, 10)
+        assert scope.cancelled_caught
+        assert await peer.send(b"defghij") == (7, None)
+        assert await bounded(client.receive(10)) == (b"abcdefghij", None)
+
+
+# -- helpers for unused-import hygiene ---------------------------------------------------
+
+_: Callable[..., object] = socket.try_
