@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import resource
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
