@@ -146,12 +146,13 @@ async def _progress(stats: _Stats, started: float, duration: float | None, out: 
         print(f"\r{text}   " if live else text, end="" if live else "\n", file=out, flush=True)
 
 
-async def demo(clients: int, duration: float, loop_name: str, out: TextIO = sys.stdout) -> int:
+async def demo(clients: int, duration: float, loop_name: str, out: TextIO | None = None) -> int:
     """Run the echo server and `clients` clients for `duration` seconds.
 
     Returns:
         The exit status: 0 when every client got every line back intact.
     """
+    out = out or sys.stdout
     _raise_descriptor_limit(2 * clients + 64)
     stats = _Stats()
     server, err = await socket.bind("127.0.0.1", 0, backlog=max(clients, 32))
@@ -190,8 +191,9 @@ async def demo(clients: int, duration: float, loop_name: str, out: TextIO = sys.
     return 0 if not stats.errors and stats.clients_done == clients else 1
 
 
-async def serve_forever(host: str, port: int, loop_name: str, out: TextIO = sys.stdout) -> int:
+async def serve_forever(host: str, port: int, loop_name: str, out: TextIO | None = None) -> int:
     """Run only the echo server, until interrupted."""
+    out = out or sys.stdout
     _raise_descriptor_limit(65536)
     stats = _Stats()
     server, err = await socket.bind(host, port, backlog=1024)

@@ -545,7 +545,9 @@ class _Socket:
         if self._closed or proto is None or proto.discard:
             return CLOSED, bool(self._buffer)
         if proto.error is not None:
-            return proto.error, proto.error == CLOSED
+            # "*a" succeeds only at a clean end of stream, not after a reset
+            # (LuaSocket: recv's ECONNRESET is an error, a 0-byte read is not).
+            return proto.error, proto.eof
         if proto.eof:
             return CLOSED, True
         return None, False
