@@ -57,11 +57,12 @@ class ReceiveBuffer:
             `getstats` "received": CRs and LFs that "*l" drops count too).
     """
 
-    __slots__ = ("_data", "_scan", "consumed")
+    __slots__ = ("_data", "_journal", "_scan", "consumed")
 
     def __init__(self) -> None:
         self._data = bytearray()
         self._scan = 0  # no LF before this offset
+        self._journal: bytearray | None = None  # bytes consumed since `checkpoint`
         self.consumed = 0
 
     def __len__(self) -> int:
@@ -79,7 +80,28 @@ class ReceiveBuffer:
         self._data = bytearray()
         self._scan = 0
 
+    def checkpoint(self) -> None:
+        """Start recording what the readers consume, so that `rollback` can
+        put it back: a call of several patterns that is cancelled after its
+        first patterns completed must not lose their bytes (raw, CRs and LFs
+        included, which the results no longer hold)."""
+        self._journal = bytearray()
+
+    def commit(self) -> None:
+        """Stop recording; what was consumed stays consumed."""
+        self._journal = None
+
+    def rollback(self) -> None:
+        """Put back, in front, everything consumed since `checkpoint`."""
+        journal, self._journal = self._journal, None
+        if journal:
+            self._data[:0] = journal
+            self._scan = 0
+            self.consumed -= len(journal)
+
     def _consume(self, count: int) -> None:
+        if self._journal is not None:
+            self._journal += self._data[:count]
         # `del` from the front of a bytearray is O(1) in CPython (it moves a
         # start offset), so a buffer holding many small lines costs no copies.
         del self._data[:count]
@@ -112,6 +134,8 @@ class ReceiveBuffer:
             self._data = bytearray()
             self._scan = 0
             self.consumed += count
+            if self._journal is not None:
+                self._journal += chunk
             return chunk
         chunk = bytes(data[:count])
         self._consume(count)
@@ -123,6 +147,8 @@ class ReceiveBuffer:
         self._data = bytearray()
         self._scan = 0
         self.consumed += len(data)
+        if self._journal is not None:
+            self._journal += data
         return bytes(data)
 
     def take_partial(self, kind: int) -> bytes:

@@ -51,11 +51,26 @@ def _unique(objects: Iterable[S] | None) -> list[S]:
     return result
 
 
+def _foreign_dirty(obj: Selectable) -> bool:
+    # `dirty` is optional, as in LuaSocket (select.c looks it up and skips
+    # objects that lack it): only `getfd` is required.
+    dirty = getattr(obj, "dirty", None)
+    return bool(dirty()) if callable(dirty) else False
+
+
 def _foreign_fd(obj: Selectable) -> int:
     fd = obj.getfd()
     if isinstance(fd, bool) or not isinstance(fd, int):
         return -1
     return fd
+
+
+def _in_order(objects: list[S], ready: list[S]) -> list[S]:
+    """`ready` (a subset of the distinct `objects`) in the order of `objects`."""
+    if len(ready) < 2:
+        return ready
+    chosen = {id(obj) for obj in ready}
+    return [obj for obj in objects if id(obj) in chosen]
 
 
 class _Scan(Generic[S]):
@@ -73,13 +88,17 @@ class _Scan(Generic[S]):
                 if obj._closed:
                     continue
                 proto = obj._proto
-                if obj._buffer or (proto is not None and (proto.eof or proto.error is not None)):
+                # Readable when receive would not wait: bytes buffered, end of
+                # stream, an error, or a local shutdown("receive").
+                if obj._buffer or (
+                    proto is not None and (proto.eof or proto.error is not None or proto.discard)
+                ):
                     self.readable.append(obj)
                     continue
                 fd = obj._select_fd()
             else:
                 fd = _foreign_fd(obj)
-                if fd >= 0 and obj.dirty():
+                if fd >= 0 and _foreign_dirty(obj):
                     self.readable.append(obj)
                     continue
             if fd >= 0:
@@ -90,7 +109,12 @@ class _Scan(Generic[S]):
                     continue
                 proto = obj._proto
                 if proto is not None:
-                    if obj._write_end(proto) is None and not proto.writing_paused:
+                    # Writable when send would not wait: room below the
+                    # high-water mark, or send fails at once (a reset, a local
+                    # shutdown("send")), as the OS reports such a socket
+                    # writable to LuaSocket's select; else a select-driven
+                    # sender (copas) would wait forever on a dead connection.
+                    if not proto.writing_paused or obj._write_end(proto) is not None:
                         self.writable.append(obj)
                     continue
                 fd = obj._select_fd()
@@ -100,6 +124,10 @@ class _Scan(Generic[S]):
                 self.fd_write.append((fd, obj))
         if self.fd_read or self.fd_write:
             self._poll()
+            # poll()'s finds were appended after the objects found ready
+            # without it: give both lists back in the order the caller gave.
+            self.readable = _in_order(recv, self.readable)
+            self.writable = _in_order(send, self.writable)
 
     def _poll(self) -> None:
         # One zero-timeout poll() for every descriptor-watched object: poll
@@ -131,6 +159,51 @@ def _wake(waiter: asyncio.Future[bool]) -> None:
         waiter.set_result(True)
 
 
+# The select calls waiting on each foreign descriptor, per loop and direction.
+# The loop keeps one reader (writer) callback per descriptor, so concurrent
+# selects on one foreign object share it: a second select must not replace
+# the first one's callback, nor the first remove the second's when it ends.
+# An entry lives only while some select waits on it (no state is left behind).
+_foreign_waiters: dict[tuple[asyncio.AbstractEventLoop, int, bool], list[asyncio.Future[bool]]] = {}
+
+
+def _wake_all(waiters: list[asyncio.Future[bool]]) -> None:
+    for waiter in waiters:
+        _wake(waiter)
+
+
+def _watch_foreign(
+    loop: asyncio.AbstractEventLoop, fd: int, write: bool, waiter: asyncio.Future[bool]
+) -> None:
+    key = (loop, fd, write)
+    waiters = _foreign_waiters.get(key)
+    if waiters is None:
+        waiters = []
+        if write:
+            loop.add_writer(fd, _wake_all, waiters)
+        else:
+            loop.add_reader(fd, _wake_all, waiters)
+        _foreign_waiters[key] = waiters
+    waiters.append(waiter)
+
+
+def _unwatch_foreign(
+    loop: asyncio.AbstractEventLoop, fd: int, write: bool, waiter: asyncio.Future[bool]
+) -> None:
+    key = (loop, fd, write)
+    waiters = _foreign_waiters.get(key)
+    if waiters is None:
+        return
+    if waiter in waiters:
+        waiters.remove(waiter)
+    if not waiters:
+        del _foreign_waiters[key]
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
 class _Watch:
     """Registers one waiter with every object of a select call, and undoes it."""
 
@@ -159,10 +232,7 @@ class _Watch:
                 else:
                     fd = _foreign_fd(obj)
                     if fd >= 0:
-                        if write:
-                            loop.add_writer(fd, _wake, waiter)
-                        else:
-                            loop.add_reader(fd, _wake, waiter)
+                        _watch_foreign(loop, fd, write, waiter)
                         self.undo.append((fd, write))
 
     def remove(self) -> None:
@@ -175,10 +245,8 @@ class _Watch:
                     watchers.remove(waiter)
             elif isinstance(target, _Socket):
                 target._unwatch_fd(loop, waiter, bool(entry[1]))
-            elif entry[1]:
-                loop.remove_writer(target)  # type: ignore[arg-type]
             else:
-                loop.remove_reader(target)  # type: ignore[arg-type]
+                _unwatch_foreign(loop, target, bool(entry[1]), waiter)  # type: ignore[arg-type]
         self.undo.clear()
 
 

@@ -294,7 +294,10 @@ class _Socket:
             proto.notify()
         elif sock is not None:
             sock.close()
-        if not self._keep_buffer:
+        # A receive waiting right now returns what it got as its partial
+        # (DESIGN: close wakes waiters "with their partial data"); it clears
+        # the rest when it returns.
+        if not self._keep_buffer and not self._recv_busy:
             self._buffer.clear()
 
     def _wake_fd_waiters(self) -> None:
@@ -484,6 +487,12 @@ class _Socket:
         # a select watching it directly must rescan (it will watch the protocol).
         self._wake_fd_waiters()
         proto = self._proto = StreamProtocol(self._buffer)
+        # uvloop turns TCP_NODELAY on for every TCP transport (asyncio leaves
+        # our sockets alone): keep the socket's own setting, as LuaSocket never
+        # touches it, so "tcp-nodelay" reads the same on both loops.
+        nodelay: int | None = None
+        with contextlib.suppress(OSError):
+            nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         try:
             await loop.connect_accepted_socket(lambda: proto, sock)
         except asyncio.CancelledError:
@@ -497,6 +506,9 @@ class _Socket:
         if self._closed:  # closed by another task while the transport came up
             proto.transport.close()  # type: ignore[unreachable]  # mypy keeps the pre-await narrowing
             return CLOSED
+        with contextlib.suppress(OSError):
+            if nodelay is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != nodelay:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, nodelay)
         return None
 
     def _attach_soon(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task[str | None]:
@@ -542,7 +554,12 @@ class _Socket:
 
     def _read_end(self, proto: StreamProtocol | None) -> tuple[str | None, bool]:
         """Why no more bytes will arrive, if so: `(error text, "*a" succeeds)`."""
-        if self._closed or proto is None or proto.discard:
+        if self._closed:
+            # A local close is not an end of stream: a waiting "*a" fails with
+            # its partial (the Lua bridge keeps the buffer, and 3.1's "*a"
+            # then succeeds with what was buffered).
+            return CLOSED, self._keep_buffer and bool(self._buffer)
+        if proto is None or proto.discard:
             return CLOSED, bool(self._buffer)
         if proto.error is not None:
             # "*a" succeeds only at a clean end of stream, not after a reset
@@ -611,13 +628,21 @@ class _Socket:
     async def _receive(self, patterns: list[Pattern], prefix: bytes) -> ReceiveResult:
         if self._recv_busy:
             raise BusyError("another task is already receiving on this object")
-        if (self._proto is None or self._attaching is not None) and not self._closed:
-            await self._ensure_stream()
         loop = asyncio.get_running_loop()
-        call = self._start_call(loop)
         results: list[bytes | str | None] = []
+        buffer = self._buffer
+        # Several patterns consume as they complete: record it, so that a
+        # cancelled call puts those bytes back ("no data lost").
+        several = len(patterns) > 1
+        # Busy from the start: a second receiver while the transport comes up
+        # must not slip in and steal the read waiter.
         self._recv_busy = True
         try:
+            if (self._proto is None or self._attaching is not None) and not self._closed:
+                await self._ensure_stream()
+            call = self._start_call(loop)
+            if several:
+                buffer.checkpoint()
             for index, pattern in enumerate(patterns):
                 data, err = await self._read(pattern, prefix if index == 0 else b"", call)
                 results.append(data)
@@ -625,8 +650,16 @@ class _Socket:
                     results.extend([None] * (len(patterns) - index - 1))
                     results.append(err)
                     return tuple(results)
+        except BaseException:
+            if several:
+                buffer.rollback()
+            raise
         finally:
+            if several:
+                buffer.commit()
             self._recv_busy = False
+            if self._closed and not self._keep_buffer:
+                buffer.clear()
         results.append(None)
         return tuple(results)
 
@@ -645,13 +678,19 @@ class _Socket:
     async def _send(self, chunks: list[bytes]) -> tuple[int, str | None]:
         if self._send_busy:
             raise BusyError("another task is already sending on this object")
+        # Busy from the start: a second sender while the transport comes up
+        # must not interleave its bytes with ours.
+        self._send_busy = True
         if (self._proto is None or self._attaching is not None) and not self._closed:
-            await self._ensure_stream()
+            try:
+                await self._ensure_stream()
+            except BaseException:
+                self._send_busy = False
+                raise
         loop = asyncio.get_running_loop()
         call = self._start_call(loop)
         total = 0
         waited = False
-        self._send_busy = True
         try:
             for chunk in chunks:
                 view = memoryview(chunk)
@@ -676,6 +715,10 @@ class _Socket:
                     room = WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size()
                     piece = min(size - offset, max(room, 1))
                     transport.write(chunk if piece == size else view[offset : offset + piece].tobytes())
+                    if transport.is_closing():
+                        # The write failed at once (the transport met a reset
+                        # or a broken pipe and closed): it took none of it.
+                        return total, proto.error or CLOSED
                     offset += piece
                     total += piece
                     self._sent += piece
@@ -909,6 +952,8 @@ class Client(_Socket):
                     and self._write_end(proto) is None
                 ):
                     transport.write(chunk)
+                    if transport.is_closing():  # failed at once: see `_send`
+                        return 0, proto.error or CLOSED
                     self._sent += size
                     return size, None
         return await self._send([_as_bytes(item, "data") for item in data])
@@ -917,8 +962,10 @@ class Client(_Socket):
         """Shut down one or both directions.
 
         ``"send"`` sends end-of-stream once queued bytes are written; later
-        sends return "closed". ``"receive"`` discards what is buffered and
-        what arrives; later receives return "closed".
+        sends return "closed". ``"receive"`` drops what arrives from now on;
+        receives still return the bytes already buffered (no data lost, as
+        LuaSocket 3.1 on Linux returns what the kernel had queued), then
+        "closed".
 
         Returns:
             1.
@@ -939,7 +986,6 @@ class Client(_Socket):
                 proto.wake_writer()
         if mode != "send" and proto is not None and not proto.discard:
             proto.discard = True
-            self._buffer.clear()
             proto.wake_reader()
             proto.notify()
         return 1

@@ -59,7 +59,9 @@ def model(data: bytes, patterns: Sequence[Pattern], ended: bool) -> tuple[list[b
     return results, b"", len(data) - len(rest)
 
 
-def drive(chunks: Sequence[bytes], patterns: Sequence[Pattern], ended: bool) -> tuple[list[bytes], bytes, int]:
+def drive(
+    chunks: Sequence[bytes], patterns: Sequence[Pattern], ended: bool
+) -> tuple[list[bytes], bytes, int]:
     """Feed `chunks` one by one, reading as far as possible after each; then,
     if `ended`, read once more as at end of stream; then take the partial."""
     buffer = ReceiveBuffer()
@@ -424,3 +426,99 @@ def test_parse_negative_count(count: int) -> None:
 def test_parse_wrong_type(pattern: object) -> None:
     with pytest.raises(TypeError):
         parse_pattern(pattern)
+
+
+# -- checkpoint / rollback / commit (a cancelled multi-pattern receive) ----------------
+
+
+def _read_through(buffer: ReceiveBuffer, chunks: Sequence[bytes], patterns: Sequence[Pattern]) -> list[bytes]:
+    results: list[bytes] = []
+    index = 0
+    for chunk in chunks:
+        buffer.feed(chunk)
+        while index < len(patterns) and (value := buffer.read(patterns[index], False)) is not None:
+            results.append(value)
+            index += 1
+    return results
+
+
+@settings(max_examples=300, deadline=None)
+@given(_data, _chunked(), st.lists(_pattern, min_size=1, max_size=6), st.booleans())
+def test_rollback_puts_back_everything_consumed(
+    pre: bytes, chunked: tuple[bytes, list[bytes]], patterns: list[Pattern], partial: bool
+) -> None:
+    data, chunks = chunked
+    buffer = ReceiveBuffer()
+    buffer.feed(pre)
+    first = buffer.take_line()  # something consumed before the checkpoint stays consumed
+    left = pre if first is None else pre[pre.index(b"\n") + 1 :]
+    consumed = buffer.consumed
+    buffer.checkpoint()
+    results = _read_through(buffer, chunks, patterns)
+    if partial:
+        buffer.take_partial(patterns[min(len(results), len(patterns) - 1)][0])
+    buffer.rollback()
+    assert buffer.consumed == consumed
+    assert len(buffer) == len(left) + len(data)
+    # The same reads over the restored bytes give the same results.
+    again = _read_through(buffer, [b""], patterns)
+    assert again == results
+    buffer.take_all()
+    assert buffer.consumed == len(pre) + len(data)
+
+
+def test_rollback_restores_raw_crs_and_lfs() -> None:
+    buffer = ReceiveBuffer()
+    buffer.feed(b"a\r\nbc\r\nd")
+    buffer.checkpoint()
+    assert buffer.read(LINE_PATTERN, False) == b"a"
+    assert buffer.read((NUMBER, 2), False) == b"bc"
+    assert buffer.read(LINE_PATTERN, False) == b""
+    assert buffer.read(LINE_PATTERN, False) is None
+    buffer.feed(b"e\n")
+    buffer.rollback()
+    assert buffer.consumed == 0
+    assert buffer.take_all() == b"a\r\nbc\r\nde\n"
+
+
+def test_rollback_after_take_all_and_exact_take() -> None:
+    buffer = ReceiveBuffer()
+    buffer.feed(b"xyz")
+    buffer.checkpoint()
+    assert buffer.take(3) == b"xyz"  # the whole buffer at once
+    buffer.feed(b"123")
+    assert buffer.read(ALL_PATTERN, True) == b"123"
+    buffer.rollback()
+    assert buffer.take_all() == b"xyz123"
+
+
+def test_commit_keeps_what_was_consumed() -> None:
+    buffer = ReceiveBuffer()
+    buffer.feed(b"one\ntwo\n")
+    buffer.checkpoint()
+    assert buffer.take_line() == b"one"
+    buffer.commit()
+    buffer.rollback()  # nothing recorded any more: a no-op
+    assert buffer.consumed == 4
+    assert buffer.take_line() == b"two"
+
+
+def test_rollback_without_checkpoint_is_a_no_op() -> None:
+    buffer = ReceiveBuffer()
+    buffer.feed(b"ab\ncd")
+    assert buffer.take_line() == b"ab"
+    buffer.rollback()
+    assert buffer.consumed == 3
+    assert buffer.take_all() == b"cd"
+
+
+def test_checkpoint_again_restarts_the_record() -> None:
+    buffer = ReceiveBuffer()
+    buffer.feed(b"abcdef")
+    buffer.checkpoint()
+    assert buffer.take(2) == b"ab"
+    buffer.checkpoint()
+    assert buffer.take(2) == b"cd"
+    buffer.rollback()
+    assert buffer.consumed == 2
+    assert buffer.take_all() == b"cdef"

@@ -132,7 +132,7 @@ async def test_error_after_a_failed_background_connect() -> None:
         if err == "connection refused":
             pytest.skip("the kernel refused the connect at once: no pending error to read")
         assert (ok, err) == (None, "timeout")
-        readable, writable, err = await socket.select(None, [master], 2)
+        _, writable, err = await socket.select(None, [master], 2)
         assert err is None
         assert writable == [master]
         assert master.getoption("error") == ("connection refused", None)
@@ -204,6 +204,7 @@ async def test_ipv6_v6only_on_ipv4_fails(kind: Kind) -> None:
 async def test_options_survive_connect() -> None:
     # connect turns the same object (and descriptor) into a client.
     async with make("server") as server:
+        assert isinstance(server, socket.Server)
         _, port = server.getsockname()
         assert isinstance(port, int)
         master, _ = socket.tcp4()
@@ -326,7 +327,9 @@ def test_linger_timeout_is_an_unsigned_short() -> None:
 # -- misuse raises ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["bogus", "", "KEEPALIVE", "keep-alive", "bindtodevice", "dontroute", "broadcast"])
+@pytest.mark.parametrize(
+    "name", ["bogus", "", "KEEPALIVE", "keep-alive", "bindtodevice", "dontroute", "broadcast"]
+)
 def test_unknown_option_raises(name: str) -> None:
     made, _ = socket.tcp4()
     assert made is not None

@@ -9,7 +9,7 @@ import aioluasock as socket
 async def test_echo_line() -> None:
     server, err = await socket.bind("127.0.0.1", 0)
     assert server is not None and err is None
-    ip, port = server.getsockname()
+    _ip, port = server.getsockname()
     client, err = await socket.connect("127.0.0.1", port)
     assert client is not None
     peer, err = await server.accept()

@@ -65,6 +65,29 @@ def port_of(obj: Master | Server | Client) -> int:
     return port
 
 
+def kind(obj: object) -> type:
+    """The class of `obj` now (listen and connect switch it; mypy cannot know)."""
+    return type(obj)
+
+
+def as_client(obj: object) -> Client:
+    assert type(obj) is Client, type(obj)
+    return obj
+
+
+def as_server(obj: object) -> Server:
+    assert type(obj) is Server, type(obj)
+    return obj
+
+
+def peer_port_of(client: Client) -> int:
+    name = client.getpeername()
+    assert name[0] is not None, name
+    port = name[1]
+    assert isinstance(port, int)
+    return port
+
+
 async def listening(host: str = LOCAL, backlog: int = 32) -> tuple[Server, int]:
     server = ok(await socket.bind(host, 0, backlog))
     return server, port_of(server)
@@ -188,40 +211,45 @@ async def test_listen_turns_the_same_master_into_a_server() -> None:
     master = ok(socket.tcp4())
     identity = id(master)
     assert await master.bind(LOCAL, 0) == (1, None)
-    assert type(master) is Master  # bind does not change the kind
+    assert kind(master) is Master  # bind does not change the kind
     port = port_of(master)
+    master.settimeout(3)
     assert master.listen(4) == (1, None)
-    assert type(master) is Server and id(master) == identity
-    assert isinstance(master, Server)
-    assert repr(master).startswith("<tcp{server}")
-    assert f"127.0.0.1:{port}" in repr(master)
+    server = as_server(master)
+    assert id(server) == identity
+    assert not hasattr(server, "bind")
+    assert repr(server).startswith("<tcp{server}")
+    assert f"127.0.0.1:{port}" in repr(server)
+    assert server.gettimeout() == (3.0, None)  # the same object keeps its state
     client = ok(await socket.connect(LOCAL, port))
-    peer = ok(await bounded(master.accept()))
+    peer = ok(await bounded(server.accept()))
     assert type(peer) is Client
-    assert peer.gettimeout() == (None, None)
+    assert peer.gettimeout() == (None, None)  # not inherited from the server
     assert "tcp{client}" in repr(peer)
-    for obj in (client, peer, master):
+    for obj in (client, peer, server):
         obj.close()
-    assert "closed" in repr(master)
+    assert "closed" in repr(server)
 
 
 @pytest.mark.asyncio
 async def test_connect_turns_the_same_master_into_a_client() -> None:
     server, port = await listening()
     master = ok(socket.tcp())
+    assert master.getfd() == -1
     assert await master.connect(LOCAL, port) == (1, None)
-    assert type(master) is Client
-    local = port_of(master)
-    text = repr(master)
+    client = as_client(master)
+    assert client.getfd() >= 0
+    local = port_of(client)
+    text = repr(client)
     assert text.startswith("<tcp{client}")
     assert f"127.0.0.1:{local} -> 127.0.0.1:{port}" in text
-    assert master.getfamily() == "inet4"
-    assert master.getpeername() == (LOCAL, port)
+    assert client.getfamily() == "inet4"
+    assert client.getpeername() == (LOCAL, port)
     peer = ok(await bounded(server.accept()))
     assert peer.getpeername() == (LOCAL, local)
-    assert await master.send(b"x\n") == (2, None)
+    assert await client.send(b"x\n") == (2, None)
     assert await bounded(peer.receive()) == (b"x", None)
-    for obj in (master, peer, server):
+    for obj in (client, peer, server):
         obj.close()
 
 
@@ -230,9 +258,8 @@ async def test_failed_connect_still_makes_a_client() -> None:
     port = await closed_port()
     master = ok(socket.tcp4())
     assert await master.connect(LOCAL, port) == (None, "connection refused")
-    assert type(master) is Client
-    assert "tcp{client}" in repr(master)
-    client: Client = master
+    client = as_client(master)
+    assert "tcp{client}" in repr(client)
     assert await bounded(client.receive()) == (b"", "closed")
     assert await bounded(client.send(b"x")) == (0, "closed")
     assert client.getpeername() == (None, "Transport endpoint is not connected")
@@ -246,8 +273,7 @@ async def test_connect_with_zero_timeout_finishes_later() -> None:
     master.settimeout(0)
     result = await master.connect(LOCAL, port)
     assert result in ((1, None), (None, "timeout"))
-    assert type(master) is Client
-    client: Client = master
+    client = as_client(master)
     if result == (None, "timeout"):
         readable, writable, err = await socket.select(None, [client], 5)
         assert err is None and writable == [client] and readable == []
@@ -257,6 +283,45 @@ async def test_connect_with_zero_timeout_finishes_later() -> None:
     assert await bounded(peer.receive()) == (b"late", None)
     for obj in (client, peer, server):
         obj.close()
+
+
+@pytest.mark.asyncio
+async def test_refused_connect_with_zero_timeout_reports_through_error_option() -> None:
+    port = await closed_port()
+    master = ok(socket.tcp4())
+    master.settimeout(0)
+    result = await master.connect(LOCAL, port)
+    client = as_client(master)
+    if result == (None, "timeout"):
+        # The attempt goes on; select reports the socket once it is over.
+        _, writable, err = await socket.select(None, [client], 5)
+        assert err is None and writable == [client]
+        assert client.getoption("error") == ("connection refused", None)
+        assert client.getoption("error") == (None, None)  # reading cleared it
+    else:
+        assert result == (None, "connection refused")
+    assert await bounded(client.send(b"x")) == (0, "closed")
+    client.close()
+
+
+@pytest.mark.asyncio
+async def test_total_timeout_spans_all_patterns_of_a_call() -> None:
+    async with connected() as (client, peer):
+        client.settimeout(0.2, "t")
+        sender = asyncio.create_task(trickle(peer, b"abcdefghij", 0.03))
+        # Each pattern completes within the limit, the call as a whole does not.
+        result, spent = await elapsed(bounded(client.receive(2, 2, 2, 2, 2)))
+        await sender
+        assert result[-1] == "timeout"
+        assert 0.15 <= spent < 0.35
+        values = result[:-1]
+        failed = values.index(None) - 1 if None in values else len(values) - 1
+        assert all(value is not None and len(value) == 2 for value in values[:failed])
+        assert all(value is None for value in values[failed + 1 :])
+        got = b"".join(value for value in values if isinstance(value, bytes))
+        assert 4 <= len(got) < 10
+        rest = await bounded(client.receive(10 - len(got)))
+        assert rest == (b"abcdefghij"[len(got) :], None)
 
 
 # -- the result table, row by row ------------------------------------------------
@@ -307,7 +372,7 @@ async def test_master_bind_wildcard() -> None:
     assert await master.bind("*", 0) == (1, None)
     assert master.getsockname()[0] == "0.0.0.0"
     assert master.listen() == (1, None)
-    server: Server = master  # type: ignore[assignment]
+    server = as_server(master)
     client = ok(await socket.connect(LOCAL, port_of(server)))
     peer = ok(await bounded(server.accept()))
     assert peer.getsockname() == (LOCAL, port_of(server))
@@ -350,10 +415,10 @@ async def test_unresolvable_host_gives_resolver_text() -> None:
     master = ok(socket.tcp())
     result = await master.bind("no-such-host.invalid", 0)
     assert result[0] is None and result[1] in RESOLVER_TEXTS
-    assert type(master) is Master
+    assert kind(master) is Master
     result = await master.connect("no-such-host.invalid", 80)
     assert result[0] is None and result[1] in RESOLVER_TEXTS
-    assert type(master) is Client
+    assert as_client(master).getpeername()[0] is None
     master.close()
 
 
@@ -390,12 +455,11 @@ async def test_connect_to_unreachable_host_times_out() -> None:
             master = ok(socket.tcp4())
             master.settimeout(0.2)
             result, spent = await elapsed(master.connect(LOCAL, port))
-            masters.append(master)  # type: ignore[arg-type]
+            masters.append(as_client(master))  # a client, whatever the outcome
             if result != (1, None):
                 break
         assert result == (None, "timeout")
         assert 0.15 <= spent < 2.0
-        assert type(masters[-1]) is Client
     finally:
         for obj in masters:
             obj.close()
@@ -534,7 +598,7 @@ async def test_prefix() -> None:
         peer.close()
         assert await bounded(client.receive("*a", prefix=bytearray(b"<"))) == (b"<tail", None)
         with pytest.raises(TypeError):
-            await client.receive(1, prefix="str")  # type: ignore[arg-type]
+            await client.receive(1, prefix="str")  # type: ignore[call-overload]
 
 
 @pytest.mark.asyncio
@@ -626,9 +690,9 @@ async def test_big_receive_beyond_the_high_water_mark() -> None:
             client.shutdown("send")
             return result
 
-        sent, received = await bounded(asyncio.gather(send_all(), peer.receive(10, "*a")), 20)
-        assert sent == (size, None)
-        assert received == (data[:10], data[10:], None)
+        sent_all, received_all = await bounded(asyncio.gather(send_all(), peer.receive(10, "*a")), 20)
+        assert sent_all == (size, None)
+        assert received_all == (data[:10], data[10:], None)
 
 
 # -- send ------------------------------------------------------------------------
@@ -690,6 +754,25 @@ async def test_send_count_on_timeout_is_exactly_what_the_peer_gets() -> None:
         assert received == (data[:count], None)
 
 
+@pytest.mark.asyncio
+async def test_peer_reset_reads_closed() -> None:
+    async with connected() as (client, peer):
+        assert await client.send(b"unread") == (6, None)
+        # linger {on, 0}: close sends a reset instead of an end of stream.
+        assert peer.setoption("linger", {"on": True, "timeout": 0}) == (1, None)
+        await asyncio.sleep(0.02)
+        peer.close()
+        client.settimeout(2)
+        assert await bounded(client.receive(1)) == (b"", "closed")
+        result: tuple[int, str | None] = (0, None)
+        for _ in range(100):
+            result = await bounded(client.send(b"x"))
+            if result[1] is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert result == (0, "closed")
+
+
 # -- timeouts -------------------------------------------------------------------
 
 
@@ -736,6 +819,39 @@ async def test_block_and_total_together() -> None:
         result, spent = await elapsed(bounded(client.receive(20)))
         assert result[1] == "timeout"
         assert 0.05 <= spent < 0.5
+
+
+@pytest.mark.asyncio
+async def test_send_block_timeout_restarts_on_progress() -> None:
+    size = 4 * MB
+    data = payload(size)
+    async with connected() as (client, peer):
+        # Small kernel buffers: the pipe holds little, so the send waits for
+        # the reader many times, and each wait ends with progress.
+        assert peer.setoption("recv-buffer-size", 65536) == (1, None)
+        assert client.setoption("send-buffer-size", 65536) == (1, None)
+
+        async def drain() -> bytes:
+            got = bytearray()
+            while len(got) < size:
+                await asyncio.sleep(0.02)
+                chunk = await peer.receive(min(128 * 1024, size - len(got)))
+                assert chunk[1] is None
+                got += chunk[0]
+            return bytes(got)
+
+        reader = asyncio.create_task(drain())
+        # A total limit ends the call although it is making progress...
+        client.settimeout(0.15, "t")
+        count, err = await bounded(client.send(data), 10)
+        assert err == "timeout" and 0 < count < size
+        # ...a block limit does not: every wait is shorter than it.
+        client.settimeout(None, "t")
+        client.settimeout(0.15, "b")
+        result, spent = await elapsed(bounded(client.send(data[count:]), 20))
+        assert result == (size - count, None)
+        assert spent > 0.2
+        assert await bounded(reader, 20) == data
 
 
 @pytest.mark.asyncio
@@ -858,6 +974,8 @@ async def test_close_from_another_task_wakes_a_receiver_with_its_partial() -> No
         assert not receiver.done()
         client.close()
         assert await bounded(receiver) == (b"ab", b"cde", "closed")
+        assert client.dirty() is False
+        assert await bounded(client.receive(1)) == (b"", "closed")
 
 
 @pytest.mark.asyncio
@@ -919,6 +1037,34 @@ async def test_second_receiver_sender_acceptor_is_busy() -> None:
         await server.accept()
     server.close()
     assert await bounded(acceptor) == (None, "closed")
+
+
+@pytest.mark.asyncio
+async def test_busy_while_the_transport_comes_up() -> None:
+    server, port = await listening()
+    clients = [ok(await socket.connect(LOCAL, port)) for _ in range(2)]
+    # accept returns at once; the transport comes up in the background, and
+    # a second receiver (or sender) meanwhile is refused all the same.
+    server.settimeout(5)
+    reader = ok(await server.accept())
+    writer = ok(await server.accept())
+    try:
+        first = asyncio.create_task(reader.receive(3))
+        second = asyncio.create_task(reader.receive(3))
+        sending = asyncio.create_task(writer.send(b"one"))
+        other_sending = asyncio.create_task(writer.send(b"two"))
+        with pytest.raises(BusyError):
+            await bounded(second)
+        with pytest.raises(BusyError):
+            await bounded(other_sending)
+        assert await bounded(sending) == (3, None)
+        by_port = {port_of(client): client for client in clients}
+        assert await by_port[peer_port_of(reader)].send(b"abc") == (3, None)
+        assert await bounded(first) == (b"abc", None)
+        assert await bounded(by_port[peer_port_of(writer)].receive(3)) == (b"one", None)
+    finally:
+        for obj in (*clients, reader, writer, server):
+            obj.close()
 
 
 @pytest.mark.asyncio
@@ -1063,6 +1209,9 @@ async def test_slow_reader_pauses_reading_and_sender_gets_exact_count() -> None:
         # The reader's protocol stopped reading: what is buffered is bounded.
         assert proto.reading_paused is True
         assert READ_HIGH_WATER <= len(peer._buffer) <= READ_HIGH_WATER + 256 * 1024
+        # A zero timeout on a full pipe: one attempt, nothing handed over.
+        client.settimeout(0)
+        assert await client.send(b"more") == (0, "timeout")
         peer.settimeout(10)
         assert await bounded(peer.receive(count), 20) == (data[:count], None)
         peer.settimeout(0.1)
@@ -1093,13 +1242,25 @@ async def test_shutdown_send() -> None:
 @pytest.mark.asyncio
 async def test_shutdown_receive() -> None:
     async with connected() as (client, peer):
-        assert await peer.send(b"dropped") == (7, None)
-        await wait_buffered(client, 7)
+        assert await peer.send(b"kept\n") == (5, None)
+        await wait_buffered(client, 5)
         assert client.shutdown("receive") == 1
-        assert client.dirty() is False
+        assert client.dirty() is True  # bytes that arrived are not lost (DESIGN.md)
+        assert await bounded(client.receive("*l")) == (b"kept", None)
         assert await bounded(client.receive(1)) == (b"", "closed")
         assert await bounded(client.send(b"still\n")) == (6, None)
         assert await bounded(peer.receive()) == (b"still", None)
+
+
+@pytest.mark.asyncio
+async def test_receive_all_after_shutdown_receive_returns_what_was_buffered() -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"kept\r\n", b"too") == (9, None)
+        await wait_buffered(client, 9)
+        assert client.shutdown("receive") == 1
+        # As LuaSocket on Linux: the end of the stream, not a local close.
+        assert await bounded(client.receive("*a")) == (b"kept\r\ntoo", None)
+        assert await bounded(client.receive("*a")) == (b"", "closed")
 
 
 @pytest.mark.asyncio
@@ -1161,7 +1322,7 @@ async def test_tcp6_is_v6only() -> None:
     assert await master.bind("*", 0) == (1, None)
     assert master.getsockname()[0] == "::"
     assert master.listen() == (1, None)
-    server: Server = master  # type: ignore[assignment]
+    server = as_server(master)
     port = port_of(server)
     # IPv4 peers are refused by an IPv6-only socket.
     assert await socket.connect(LOCAL, port) == (None, "connection refused")

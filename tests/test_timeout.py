@@ -260,7 +260,7 @@ def test_settimeout_and_gettimeout_on_an_object() -> None:
         assert master.settimeout(0, "r") == 1
         assert master.gettimeout() == (None, 0.0)
         with pytest.raises(TypeError):
-            master.settimeout(True)  # type: ignore[arg-type]
+            master.settimeout(True)
         with pytest.raises(ValueError, match="invalid timeout mode"):
             master.settimeout(1, "x")
         with pytest.raises(ValueError, match="NaN"):

@@ -1,0 +1,525 @@
+"""The Python half of the bridge: the calls `bridge.lua` makes into the engine.
+
+`bridge.lua` checks arguments and shapes results as LuaSocket 3.1 does; this
+module only performs the operations, with the engine's own methods
+(`_bind`, `_connect`, `_accept`, `_receive`, `_read`, `_send`, `_close`, the
+select shim, the option table), so a rule lives in one place for both the
+Python API and Lua scripts. Where 3.1 differs from the Python contract
+(`receive(0)` does one read, ``"*a"`` with no new bytes is "closed",
+`getsockname` gives the port as a string), the difference is made here, on
+top of the engine.
+
+Strings cross the boundary as `bytes` (the runtime has no encoding), so Lua
+strings stay byte strings; the engine's text arguments are decoded here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, Final, final
+
+from .._buffer import NUMBER
+from .._errors import CLOSED, BusyError, errno_text, os_error_text
+from .._options import OPTIONS
+from .._select import select as engine_select
+from .._tcp import Client, Master, Server, _Socket
+from .._timeout import CallDeadline
+
+__all__ = ["Bridge", "ScriptExit"]
+
+_BAD_FD: Final = errno_text(9).encode()
+_NONAME: Final = b"host or service not provided, or not known"
+_HOST_NOT_FOUND: Final = b"host not found"
+_FAMILIES: Final[dict[int, int]] = {0: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}
+_SOCKNAME_FAMILY: Final[dict[int, bytes]] = {
+    socket.AF_INET: b"inet",
+    socket.AF_INET6: b"inet6",
+    socket.AF_UNSPEC: b"unspec",
+}
+
+Values = tuple[object, ...]
+
+
+class ScriptExit(Exception):
+    """Raised in a script's task by `os.exit(code)`: ends the whole script."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@final
+class _Token:
+    """The Python object under each Lua socket userdata (it carries nothing)."""
+
+    __slots__ = ()
+
+
+@final
+class _Foreign:
+    """A non-socket `select` entry (a table with `getfd`/`dirty`), as seen
+    when `select` was called: LuaSocket also asks each entry only once."""
+
+    __slots__ = ("_dirty", "_fd")
+
+    def __init__(self, fd: int, dirty: bool) -> None:
+        self._fd = fd
+        self._dirty = dirty
+
+    def getfd(self) -> int:
+        return self._fd
+
+    def dirty(self) -> bool:
+        return self._dirty
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def _err(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
+
+
+class Bridge:
+    """The engine calls of one script (one Lua state).
+
+    Every socket the script creates is registered here, so that the script's
+    end (or cancellation) closes it.
+
+    Args:
+        spawn: starts a root Lua coroutine (by number) as a new task of the script.
+        tasks: the script's tasks by id, while Lua holds their handles (for
+            `wait` and `cancel`).
+        running: the script's tasks that have not ended.
+    """
+
+    def __init__(
+        self,
+        spawn: Callable[[int, Values], None],
+        tasks: dict[int, asyncio.Task[Values]],
+        running: set[asyncio.Task[Values]],
+    ) -> None:
+        self._spawn = spawn
+        self._tasks = tasks
+        self._running = running
+        self.sockets: weakref.WeakSet[_Socket] = weakref.WeakSet()
+        # Descriptors given with setfd: not ours to close (SEMANTICS 3.5:
+        # setfd never closes anything; the owner of the descriptor does).
+        self._borrowed: weakref.WeakKeyDictionary[_Socket, socket.socket] = weakref.WeakKeyDictionary()
+        # Sockets replaced by setfd: LuaSocket leaks them; we close them when
+        # the script ends.
+        self._orphans: list[socket.socket] = []
+        # Objects whose blocking connect failed while they had no family yet:
+        # LuaSocket keeps AF_UNSPEC for them (getsockname says "unspec").
+        self._unspec: weakref.WeakSet[_Socket] = weakref.WeakSet()
+
+    # -- bookkeeping ---------------------------------------------------------
+
+    def _register(self, obj: _Socket) -> _Socket:
+        # In LuaSocket 3.1 the read buffer survives close (SEMANTICS 1.4).
+        obj._keep_buffer = True
+        self.sockets.add(obj)
+        return obj
+
+    def close_all(self) -> None:
+        """Close every socket the script opened (the script ended)."""
+        for obj in list(self.sockets):
+            self.close(obj)
+        for sock in self._orphans:
+            sock.close()
+        self._orphans.clear()
+
+    def table(self) -> dict[bytes, Callable[..., Any]]:
+        """The functions `bridge.lua` receives as `B`."""
+        names = (
+            "token tcp close getfd setfd dirty getfamily getsockname getpeername settimeout optkind "
+            "setoption setlinger getoption listen shutdown getstats setstats gettime gethostname foreign "
+            "spawn cancel bind connect accept receive send select sleep global_connect toip tohostname "
+            "getaddrinfo getnameinfo wait waitall exit forget"
+        ).split()
+        return {name.encode(): getattr(self, name) for name in names}
+
+    # -- synchronous calls ---------------------------------------------------
+
+    @staticmethod
+    def token() -> _Token:
+        return _Token()
+
+    def tcp(self, family: int) -> _Socket | tuple[None, bytes]:
+        af = _FAMILIES[family]
+        if af == socket.AF_UNSPEC:
+            return self._register(Master(None, af))
+        try:
+            sock = socket.socket(af, socket.SOCK_STREAM)
+        except OSError as exc:
+            return None, os_error_text(exc).encode()
+        try:
+            sock.setblocking(False)
+            if af == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        except OSError as exc:
+            sock.close()
+            return None, os_error_text(exc).encode()
+        return self._register(Master(sock, af))
+
+    def close(self, obj: _Socket) -> None:
+        borrowed = self._borrowed.pop(obj, None)
+        if borrowed is not None and obj._sock is borrowed and obj._proto is None:
+            borrowed.detach()
+            obj._sock = None
+            obj._closed = True
+            return
+        obj._close()
+
+    @staticmethod
+    def getfd(obj: _Socket) -> int:
+        return obj.getfd()
+
+    def setfd(self, obj: _Socket, fd: int) -> None:
+        # LuaSocket stores the number and touches nothing else: the old
+        # descriptor is neither closed nor reused (we close it at the end).
+        old = obj._sock
+        previous = self._borrowed.pop(obj, None)
+        if previous is not None and old is previous:
+            previous.detach()
+        elif old is not None and not obj._closed and obj._proto is None:
+            self._orphans.append(old)
+        new: socket.socket | None = None
+        if fd >= 0:
+            try:
+                new = socket.socket(fileno=fd)
+            except OSError:
+                new = None
+        if obj._proto is None:
+            obj._sock = new
+            obj._closed = new is None
+        if new is not None:
+            self._borrowed[obj] = new
+
+    @staticmethod
+    def dirty(obj: _Socket) -> bool:
+        return obj.dirty()
+
+    @staticmethod
+    def getfamily(obj: _Socket) -> bytes:
+        return obj.getfamily().encode()
+
+    def getsockname(self, obj: _Socket) -> tuple[bytes, bytes, bytes] | tuple[None, bytes]:
+        sock = obj._sock
+        if sock is None or obj._closed:
+            return None, _BAD_FD
+        try:
+            address = sock.getsockname()
+        except OSError as exc:
+            return None, os_error_text(exc).encode()
+        family = b"unspec" if obj in self._unspec else _SOCKNAME_FAMILY.get(obj._family, b"unknown")
+        # LuaSocket 3.1 returns this port as a string (SEMANTICS 3.5.1).
+        return str(address[0]).encode(), str(address[1]).encode(), family
+
+    def getpeername(self, obj: _Socket) -> tuple[bytes, int, bytes] | tuple[None, bytes]:
+        sock = obj._sock
+        if sock is None or obj._closed:
+            return None, _BAD_FD
+        try:
+            address = sock.getpeername()
+        except OSError as exc:
+            return None, os_error_text(exc).encode()
+        family = b"unspec" if obj in self._unspec else _SOCKNAME_FAMILY.get(obj._family, b"unknown")
+        return str(address[0]).encode(), int(address[1]), family
+
+    @staticmethod
+    def settimeout(obj: _Socket, value: float, mode: bytes) -> None:
+        # LuaSocket stores any number; NaN never compares, so it never limits.
+        limit = None if value < 0 or value != value else value
+        obj._timeout.set(limit, mode.decode())
+
+    @staticmethod
+    def optkind(name: bytes, setting: bool) -> bytes | None:
+        option = OPTIONS.get(_text(name))
+        if option is None or (setting and not option.settable) or (not setting and not option.lua_gettable):
+            return None
+        return option.kind.encode()
+
+    @staticmethod
+    def setoption(obj: _Socket, name: bytes, value: bool | int) -> float | tuple[None, bytes]:
+        _, failure = obj.setoption(_text(name), value)
+        return 1.0 if failure is None else (None, failure.encode())
+
+    @staticmethod
+    def setlinger(obj: _Socket, on: bool, timeout: int) -> float | tuple[None, bytes]:
+        _, failure = obj.setoption("linger", {"on": on, "timeout": timeout})
+        return 1.0 if failure is None else (None, failure.encode())
+
+    @staticmethod
+    def getoption(obj: _Socket, name: bytes) -> object:
+        value, failure = obj.getoption(_text(name))
+        if failure is not None:
+            return None, failure.encode()
+        if isinstance(value, dict):
+            return value["on"], value["timeout"]
+        if isinstance(value, str):
+            return value.encode()
+        return value, None
+
+    @staticmethod
+    def listen(obj: _Socket, backlog: int) -> bytes | None:
+        return _err(obj._listen(backlog))
+
+    @staticmethod
+    def shutdown(obj: Client, mode: bytes) -> None:
+        obj.shutdown(mode.decode())
+
+    @staticmethod
+    def getstats(obj: Client) -> tuple[int, int, float]:
+        return obj.getstats()
+
+    @staticmethod
+    def setstats(obj: Client, received: int | None, sent: int | None, age: float | None) -> None:
+        obj.setstats(received, sent, age)
+
+    @staticmethod
+    def gettime() -> float:
+        return time.time()
+
+    @staticmethod
+    def gethostname() -> bytes:
+        return socket.gethostname().encode()
+
+    def foreign(self, fd: int, dirty: bool) -> _Foreign | _Socket:
+        # A wrapper (an LTN12 source or sink, say) around one of our own
+        # sockets: watch the socket itself (its descriptor belongs to a
+        # transport, which the loop will not let anybody else watch).
+        for obj in self.sockets:
+            if not obj._closed and obj.getfd() == fd:
+                return obj
+        return _Foreign(fd, dirty)
+
+    def spawn(self, thread: int, *args: object) -> None:
+        self._spawn(thread, args)
+
+    def forget(self, task_id: int) -> None:
+        # The Lua handle was collected: nobody can wait for the task any more.
+        self._tasks.pop(task_id, None)
+
+    def cancel(self, task_id: int) -> bool:
+        task = self._tasks.get(task_id)
+        if task is None or task.done():
+            return False
+        return task.cancel()
+
+    # -- calls that wait (the driver awaits them) ----------------------------
+
+    async def bind(self, obj: _Socket, address: bytes, port: bytes) -> Values:
+        try:
+            err = await obj._bind(_text(address), _text(port))
+        except UnicodeError:
+            return (_NONAME,)
+        return () if err is None else (err.encode(),)
+
+    async def connect(self, obj: _Socket, address: bytes, port: bytes) -> Values:
+        had_family = obj._family != socket.AF_UNSPEC or obj in self._unspec
+        try:
+            err = await obj._connect(_text(address), _text(port))
+        except UnicodeError:
+            err = _NONAME.decode()
+        if err is None or obj._timeout.block == 0:
+            self._unspec.discard(obj)
+        elif not had_family:
+            self._unspec.add(obj)
+        return () if err is None else (err.encode(),)
+
+    async def global_connect(
+        self, address: bytes, port: bytes, locaddr: bytes | None, locport: bytes, family: int
+    ) -> Values:
+        # socket.connect: the family argument only restricts the local bind
+        # (SEMANTICS 8.5); the connect uses what the bind chose.
+        master = self._register(Master(None, _FAMILIES[family] if locaddr is not None else socket.AF_UNSPEC))
+        try:
+            err = None
+            if locaddr is not None:
+                err = await master._bind(_text(locaddr), _text(locport))
+            if err is None:
+                err = await master._connect(_text(address), _text(port))
+        except UnicodeError:
+            err = _NONAME.decode()
+        except BaseException:
+            master._close()
+            raise
+        if err is not None:
+            master._close()
+            return None, err.encode()
+        return (master,)
+
+    async def accept(self, obj: Server) -> Values:
+        client, err = await obj._accept()
+        if client is None:
+            return None, _err(err)
+        return (self._register(client),)
+
+    async def receive(self, obj: Client, kind: int, count: int, prefix: bytes) -> Values:
+        if kind == NUMBER and count == 0 and not prefix:
+            return await self._receive_zero(obj)
+        result = await obj._receive([(kind, count)], prefix)
+        data, err = result[0], result[1]
+        assert isinstance(data, bytes)
+        if err is None:
+            if kind == 1 and len(data) == len(prefix):
+                # 3.1: "*a" that got no new bytes reports "closed" (SEMANTICS 5.4).
+                return None, CLOSED.encode(), data
+            return data, None, None
+        assert isinstance(err, str)
+        return None, err.encode(), data
+
+    async def _receive_zero(self, obj: Client) -> Values:
+        """3.1's `receive(0)`: one fill of the buffer, nothing consumed
+        (SEMANTICS 5.4): "" once a byte is buffered, else the error."""
+        if obj._recv_busy:
+            raise BusyError("another task is already receiving on this object")
+        if (obj._proto is None or obj._attaching is not None) and not obj._closed:
+            await obj._ensure_stream()
+        loop = asyncio.get_running_loop()
+        call: CallDeadline = obj._start_call(loop)
+        waited = False
+        obj._recv_busy = True
+        try:
+            while True:
+                if obj._buffer:
+                    return b"", None, None
+                proto = obj._proto
+                err, _ = obj._read_end(proto)
+                if err is None:
+                    assert proto is not None
+                    err = await obj._wait_readable(proto, (NUMBER, 1), call, waited)
+                    waited = True
+                    if err is None:
+                        continue
+                if obj._buffer:
+                    return b"", None, None
+                return None, err.encode(), b""
+        finally:
+            obj._recv_busy = False
+
+    @staticmethod
+    async def send(obj: Client, data: bytes) -> Values:
+        count, err = await obj._send([data])
+        return count, _err(err)
+
+    async def select(self, recvt: Any, sendt: Any, timeout: float) -> Values:
+        recv: list[Any] = [recvt[i] for i in range(1, len(recvt) + 1)]
+        send: list[Any] = [sendt[i] for i in range(1, len(sendt) + 1)]
+        readable, writable, err = await engine_select(recv, send, None if timeout < 0 else timeout)
+        if err is not None:
+            return None, err.encode()
+        # LuaSocket lists ready entries with buffered data first (in the
+        # order given), then the others by ascending descriptor (SEMANTICS 9.3);
+        # an entry given twice counts at its last position.
+        recv_pos = {id(obj): index for index, obj in enumerate(recv, 1)}
+        send_pos = {id(obj): index for index, obj in enumerate(send, 1)}
+        dirty = [obj for obj in readable if obj.dirty()]
+        rest = sorted((obj for obj in readable if not obj.dirty()), key=lambda obj: obj.getfd())
+        dirty.sort(key=lambda obj: recv_pos[id(obj)])
+        ready_r = [recv_pos[id(obj)] for obj in dirty + rest]
+        ready_w = [send_pos[id(obj)] for obj in sorted(writable, key=lambda obj: obj.getfd())]
+        return (len(ready_r), *ready_r, *ready_w)
+
+    @staticmethod
+    async def sleep(seconds: float) -> Values:
+        await asyncio.sleep(seconds)
+        return ()
+
+    async def _hostent(self, address: bytes, reverse_ip: bool) -> Values:
+        name = _text(address)
+        loop = asyncio.get_running_loop()
+
+        def lookup() -> tuple[str, list[str], list[str]]:
+            # LuaSocket's inet_gethost: a dotted quad is looked up by address.
+            try:
+                socket.inet_aton(name)
+            except OSError:
+                return socket.gethostbyname_ex(name)
+            return socket.gethostbyaddr(name)
+
+        try:
+            host, aliases, ips = await loop.run_in_executor(None, lookup)
+        except (OSError, UnicodeError):
+            return None, _HOST_NOT_FOUND
+        return (
+            host.encode(),
+            len(aliases),
+            *(a.encode() for a in aliases),
+            len(ips),
+            *(ip.encode() for ip in ips),
+        )
+
+    async def toip(self, address: bytes) -> Values:
+        return await self._hostent(address, False)
+
+    async def tohostname(self, address: bytes) -> Values:
+        return await self._hostent(address, True)
+
+    @staticmethod
+    async def getaddrinfo(host: bytes) -> Values:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(_text(host), None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            return None, os_error_text(exc).encode()
+        except UnicodeError:
+            return None, _NONAME
+        values: list[bytes] = []
+        for family, _, _, _, sockaddr in infos:
+            name = {socket.AF_INET: b"inet", socket.AF_INET6: b"inet6"}.get(family, b"unknown")
+            values += [name, str(sockaddr[0]).encode()]
+        return tuple(values)
+
+    @staticmethod
+    async def getnameinfo(host: bytes | None, serv: bytes | None) -> Values:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(
+                None if host is None else _text(host),
+                None if serv is None else _text(serv),
+                type=socket.SOCK_STREAM,
+            )
+            names: list[bytes] = []
+            service: bytes | bool = False
+            for _, _, _, _, sockaddr in infos:
+                hostname, port = await loop.getnameinfo(sockaddr, 0)
+                if host is not None:
+                    names.append(hostname.encode())
+                if serv is not None:
+                    service = port.encode()
+        except OSError as exc:
+            return None, os_error_text(exc).encode()
+        except UnicodeError:
+            return None, _NONAME
+        return (service, *names)
+
+    async def wait(self, task_id: int) -> Values:
+        task = self._tasks.get(task_id)
+        if task is None:
+            return False, b"cancelled"
+        await asyncio.wait([task])
+        if task.cancelled():
+            return False, b"cancelled"
+        exc = task.exception()
+        if exc is not None:
+            return False, str(exc).encode()
+        return (True, *task.result())
+
+    async def waitall(self) -> Values:
+        me = asyncio.current_task()
+        while True:
+            others = [task for task in self._running if task is not me and not task.done()]
+            if not others:
+                return ()
+            await asyncio.wait(others)
+
+    @staticmethod
+    async def exit(code: int) -> Values:
+        raise ScriptExit(code)

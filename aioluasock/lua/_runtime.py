@@ -1,0 +1,412 @@
+"""Lua states, the driver of their coroutines, and the embedding API.
+
+Each script gets its own Lua 5.4 state (`lupa.lua54`). Its main chunk runs
+as a Lua coroutine driven by an asyncio task: when the chunk calls a socket
+function that must wait, `bridge.lua` yields a request (a Python coroutine
+function and its arguments); the driver awaits it and resumes the chunk with
+the results. `aioluasock.spawn` starts more coroutines, each driven by its
+own task, so one script can serve many clients at once while the loop and
+everything else on it keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Final, final
+
+import lupa.lua54 as lupa
+
+from .._errors import BusyError
+from ._bridge import Bridge, ScriptExit, Values
+
+__all__ = ["LuaError", "LuaSyntaxError", "Script", "ScriptResult", "run_file", "run_string"]
+
+_BRIDGE_SOURCE: Final = resources.files(__package__).joinpath("bridge.lua").read_bytes()
+
+# Runs once per state, before the script: loads bridge.lua, installs the
+# modules and the coroutine library, and applies the sandbox.
+_SETUP: Final = b"""
+local bridge_source, B, sandbox, extra_path = ...
+local api = assert(load(bridge_source, "=[aioluasock]", "t"))(B)
+local load, stdout = load, io.stdout
+python = nil
+package.loaded.python = nil
+package.preload["socket.core"] = function() return api.socket end
+package.preload["socket"] = function() return api.socket end
+package.preload["aioluasock"] = function() return api.ext end
+coroutine = api.coroutine
+package.loaded.coroutine = api.coroutine
+os.exit = api.exit
+if extra_path ~= nil then package.path = package.path .. extra_path end
+local mode = "bt"
+if sandbox then
+  mode = "t"
+  local preload, loaded = package.preload, package.loaded
+  local keep = { _G = true, coroutine = true, math = true, string = true, table = true, utf8 = true }
+  for name in pairs(loaded) do
+    if not keep[name] then loaded[name] = nil end
+  end
+  io, os, debug, package, load, loadfile, dofile = nil, nil, nil, nil, nil, nil, nil
+  string.dump = nil
+  collectgarbage = nil
+  require = function(name)
+    if type(name) ~= "string" then error("bad argument #1 to 'require' (string expected)", 2) end
+    local value = loaded[name]
+    if value ~= nil then return value end
+    local loader = preload[name]
+    if loader == nil then error("module '" .. name .. "' not found (sandboxed)", 2) end
+    value = loader(name)
+    if value == nil then value = true end
+    loaded[name] = value
+    return value
+  end
+end
+local function compile(source, chunkname)
+  return load(source, chunkname, mode)
+end
+local function set_arg(script_index, ...)
+  local t = {}
+  for i = 1, select("#", ...) do t[i - 1 - script_index] = (select(i, ...)) end
+  arg = t
+end
+local function flush()
+  if stdout ~= nil then pcall(stdout.flush, stdout) end
+end
+local function run_all(...)
+  local n = select("#", ...)
+  local chunks = table.pack(...)
+  local results = table.pack()
+  for i = 1, n do
+    local chunk = chunks[i]
+    if type(chunk) == "table" then
+      _G[chunk[1]] = require(chunk[1])
+    elseif i < n then
+      chunk()
+    else
+      return chunk(table.unpack(arg or {}, 1, #(arg or {})))
+    end
+  end
+end
+return api.step, api.new_root, api.drop, api.RAISE, compile, set_arg, flush, run_all, api.finish
+"""
+
+_DEBIAN_PATH: Final = "/usr/share/lua/5.4"
+
+
+class LuaError(Exception):
+    """A Lua error that ended a script (or a chunk that did not compile).
+
+    Attributes:
+        message: the error message (a non-string error value is described,
+            as the `lua` interpreter does: "(error object is a table value)").
+        traceback: the Lua traceback of the coroutine that raised.
+        value: the raised Lua value itself (bytes for a string).
+    """
+
+    def __init__(self, message: str, traceback: str = "", value: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.traceback = traceback or message
+        self.value = value
+
+
+@final
+class LuaSyntaxError(LuaError):
+    """The chunk did not compile (syntax error, or a binary chunk in a sandbox)."""
+
+
+@final
+@dataclass(frozen=True)
+class ScriptResult:
+    """How a script ended.
+
+    Attributes:
+        status: 0 when the main chunk returned, else the code given to `os.exit`.
+        values: what the main chunk returned (strings as `bytes`, tables as
+            `dict`); empty after `os.exit`.
+    """
+
+    status: int
+    values: tuple[object, ...] = field(default=())
+
+
+def _deny_attributes(obj: object, name: object, setting: bool) -> object:
+    # No Python attribute is ever reachable from Lua.
+    raise AttributeError("Python attributes are not accessible from Lua")
+
+
+def _decode(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _to_python(value: object, depth: int = 0) -> object:
+    if lupa.lua_type(value) == "table" and depth < 32:
+        return {_to_python(k, depth + 1): _to_python(v, depth + 1) for k, v in value.items()}  # type: ignore[attr-defined]
+    return value
+
+
+def _read_source(path: str) -> bytes:
+    """Read a script file as `luaL_loadfile` does: a UTF-8 BOM and a first
+    line starting with '#' (a shebang) are skipped, line numbers kept."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if data.startswith(b"#"):
+        end = data.find(b"\n")
+        data = b"" if end < 0 else data[end:]
+    return data
+
+
+class Script:
+    """One Lua script in its own Lua state, run as a task on the running loop.
+
+    Args:
+        source: the main chunk (Lua source; also a binary chunk unless sandboxed).
+        chunkname: its name in messages and tracebacks (``"@file.lua"`` for a
+            file, ``"=name"`` for a literal name).
+        args: the script's arguments (the `arg` table and the chunk's `...`).
+        sandbox: no `io`, `os`, `debug`, `package`, `load`, `loadfile`,
+            `dofile`, `string.dump` or `collectgarbage`; `require` serves only
+            ``"socket"``, ``"socket.core"`` and ``"aioluasock"``.
+        max_memory: cap on the Lua state's memory, in bytes (None: no cap).
+        prelude: chunks run first, in order, as ``lua -e`` does: Lua source
+            as `bytes`, or ``("require", name)`` for ``lua -l name``.
+        argv0: the `arg[0]` entry (the script name); None: the chunk name.
+        interpreter, interpreter_args: `arg`'s negative entries, as the `lua`
+            command puts its own name and options there.
+
+    Python attributes are never reachable from Lua: the state has no
+    `python` module and refuses attribute access on any Python object.
+    """
+
+    def __init__(
+        self,
+        source: str | bytes,
+        chunkname: str = "=(string)",
+        args: tuple[str | bytes, ...] = (),
+        *,
+        sandbox: bool = False,
+        max_memory: int | None = None,
+        prelude: tuple[bytes | tuple[str, str], ...] = (),
+        argv0: str | None = None,
+        interpreter: str = "aioluasock",
+        interpreter_args: tuple[str, ...] = (),
+    ) -> None:
+        self._source = source.encode() if isinstance(source, str) else source
+        self._chunkname = chunkname
+        self._args = tuple(a.encode() if isinstance(a, str) else a for a in args)
+        self._sandbox = sandbox
+        self._max_memory = max_memory
+        self._prelude = prelude
+        self._argv0 = argv0
+        self._interpreter = interpreter
+        self._interpreter_args = interpreter_args
+
+    @classmethod
+    def from_file(cls, path: str, args: tuple[str | bytes, ...] = (), **options: Any) -> Script:
+        """A script read from `path` (chunk name ``"@path"``, `arg[0]` = `path`).
+
+        Raises:
+            OSError: the file cannot be read.
+        """
+        options.setdefault("argv0", path)
+        return cls(_read_source(path), "@" + path, args, **options)
+
+    def start(self) -> asyncio.Task[ScriptResult]:
+        """Run the script as a new task on the running loop."""
+        return asyncio.get_running_loop().create_task(self.run())
+
+    async def run(self) -> ScriptResult:
+        """Run the script until its main chunk and every task it spawned end.
+
+        Returns:
+            A `ScriptResult` (status 0 and the main chunk's values, or the
+            code given to `os.exit`).
+
+        Raises:
+            LuaSyntaxError: a chunk does not compile.
+            LuaError: an uncaught Lua error in the main chunk or in a spawned
+                task (the other tasks are cancelled); "not enough memory"
+                when `max_memory` is exceeded.
+            asyncio.CancelledError: the task was cancelled: the script's tasks
+                are cancelled and its sockets closed first.
+        """
+        return await _Run(self).run()
+
+    # -- for _Run ------------------------------------------------------------
+
+    def _runtime(self, bridge: Bridge) -> tuple[Any, tuple[Any, ...]]:
+        options: dict[str, Any] = {}
+        if self._max_memory is not None:
+            options["max_memory"] = self._max_memory
+        runtime = lupa.LuaRuntime(
+            encoding=None,
+            register_eval=False,
+            register_builtins=False,
+            unpack_returned_tuples=True,
+            attribute_filter=_deny_attributes,
+            **options,
+        )
+        extra = None
+        if not self._sandbox and os.path.isdir(_DEBIAN_PATH):
+            extra = f";{_DEBIAN_PATH}/?.lua;{_DEBIAN_PATH}/?/init.lua".encode()
+        setup = runtime.execute(_SETUP, _BRIDGE_SOURCE, runtime.table_from(bridge.table()), self._sandbox, extra)
+        return runtime, setup
+
+    def _chunks(self, compile_chunk: Any) -> list[object]:
+        chunks: list[object] = []
+        for number, item in enumerate((*self._prelude, self._source)):
+            if isinstance(item, tuple):
+                chunks.append(item)
+                continue
+            name = self._chunkname if number == len(self._prelude) else "=(command line)"
+            result = compile_chunk(item, name.encode())
+            if isinstance(result, tuple):
+                message = _decode(result[1])
+                raise LuaSyntaxError(message, message, result[1])
+            chunks.append(result)
+        return chunks
+
+
+class _Run:
+    """The state of one run of a script: its Lua state, tasks and sockets."""
+
+    def __init__(self, script: Script) -> None:
+        self._script = script
+        self._tasks: dict[int, asyncio.Task[Values]] = {}
+        self._running: set[asyncio.Task[Values]] = set()
+        self._main = 0
+        self._failure: LuaError | None = None
+        self._exit: int | None = None
+        self._idle: asyncio.Future[None] | None = None
+        self._bridge = Bridge(self._spawn, self._tasks, self._running)
+        self._runtime, setup = script._runtime(self._bridge)
+        self._step, self._new_root, self._drop, self._raise, self._compile, self._set_arg, self._flush, self._run_all, self._finish = setup
+
+    async def run(self) -> ScriptResult:
+        script = self._script
+        loop = asyncio.get_running_loop()
+        self._idle = loop.create_future()
+        try:
+            try:
+                chunks = script._chunks(self._compile)
+            except lupa.LuaMemoryError:
+                raise LuaError("not enough memory") from None
+            for index, chunk in enumerate(chunks):
+                if isinstance(chunk, tuple):
+                    chunks[index] = self._runtime.table_from([chunk[1].encode()])
+            argv0 = (script._argv0 or script._chunkname.lstrip("@=")).encode()
+            prefix = [a.encode() for a in (script._interpreter, *script._interpreter_args)]
+            self._set_arg(len(prefix), *prefix, argv0, *script._args)
+            self._main = self._new_root(self._run_all, b"main")
+            self._spawn(self._main, tuple(chunks))
+            try:
+                await asyncio.shield(self._idle)
+            except asyncio.CancelledError:
+                await self._cancel_all()
+                raise
+            if self._exit is not None:
+                return ScriptResult(self._exit)
+            if self._failure is not None:
+                raise self._failure
+            return ScriptResult(0, tuple(_to_python(v) for v in self._main_values))
+        finally:
+            self._bridge.close_all()
+            with contextlib.suppress(lupa.LuaError):
+                self._flush()
+                self._finish()
+
+    _main_values: Values = ()
+
+    async def _cancel_all(self) -> None:
+        tasks = list(self._running)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def _spawn(self, thread: int, args: Values) -> None:
+        task = asyncio.get_running_loop().create_task(self._drive(thread, args, thread == self._main))
+        self._tasks[thread] = task
+        self._running.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Values]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None and self._exit is None and self._failure is None:
+                if isinstance(exc, ScriptExit):
+                    self._exit = exc.code
+                elif isinstance(exc, LuaError):
+                    self._failure = exc
+                else:
+                    self._failure = LuaError(f"internal error: {exc!r}", value=exc)
+                for other in self._running:
+                    other.cancel()
+        if not self._running and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    async def _drive(self, thread: int, args: Values, main: bool) -> Values:
+        try:
+            return await self._drive_steps(thread, args, main)
+        finally:
+            with contextlib.suppress(lupa.LuaError):
+                self._drop(thread)
+
+    async def _drive_steps(self, co: int, args: Values, main: bool) -> Values:
+        step = self._step
+        values: Values = args
+        while True:
+            try:
+                result = step(co, *values)
+            except lupa.LuaMemoryError:
+                raise LuaError("not enough memory") from None
+            kind = result[0]
+            if kind == 2:
+                try:
+                    values = await result[1](*result[2:])
+                except (BusyError, TypeError, ValueError, OverflowError) as exc:
+                    # Misuse the Lua side could not see (two coroutines
+                    # receiving on one socket): a Lua error in the caller.
+                    values = (self._raise, str(exc).encode())
+                continue
+            if kind == 1:
+                count = result[1]
+                returned: Values = tuple(result[2 : 2 + count])
+                if main:
+                    self._main_values = returned
+                return returned
+            message = _decode(result[1])
+            raise LuaError(message, _decode(result[2]), result[3])
+
+
+async def run_file(
+    path: str, *args: str | bytes, sandbox: bool = False, max_memory: int | None = None
+) -> ScriptResult:
+    """Run the Lua script at `path` on the running loop (see `Script.run`).
+
+    Example::
+
+        result = await aioluasock.lua.run_file("server.lua", "8080")
+    """
+    return await Script.from_file(path, tuple(args), sandbox=sandbox, max_memory=max_memory).run()
+
+
+async def run_string(
+    source: str | bytes,
+    *args: str | bytes,
+    chunkname: str = "=(string)",
+    sandbox: bool = False,
+    max_memory: int | None = None,
+) -> ScriptResult:
+    """Run a chunk of Lua source on the running loop (see `Script.run`)."""
+    return await Script(source, chunkname, tuple(args), sandbox=sandbox, max_memory=max_memory).run()
+

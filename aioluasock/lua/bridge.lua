@@ -1,0 +1,930 @@
+-- The Lua half of the aioluasock bridge: LuaSocket 3.1's `socket` table, the
+-- `aioluasock` extension module and the coroutine library a script sees.
+--
+-- Loaded once per Lua state by aioluasock/lua/_runtime.py with one argument,
+-- `B`: a table of Python callables (the engine calls, see _bridge.py). The
+-- Python objects are kept in upvalues of this chunk only; the script never
+-- sees them (and the runtime's attribute filter refuses any attribute access
+-- on a Python object it might still reach, through `debug`).
+--
+-- A call that may wait (connect, accept, receive, send, select, sleep, dns)
+-- yields `REQ, python_async_function, args...` up to the Python driver of the
+-- script's task, which awaits the engine and resumes the coroutine with the
+-- results. Socket calls inside the script's own coroutines reach the driver
+-- because this file replaces `coroutine.resume`/`wrap` with versions that
+-- pass such yields outward (the technique of Copas and cqueues).
+
+local B = ...
+
+local type, select, error, pairs, tostring, tonumber, rawget = type, select, error, pairs, tostring, tonumber, rawget
+local setmetatable, getmetatable, pcall = setmetatable, getmetatable, pcall
+local pack, unpack, concat = table.pack, table.unpack, table.concat
+local mtype, tointeger, floor, ceil, huge = math.type, math.tointeger, math.floor, math.ceil, math.huge
+local sformat, ssub = string.format, string.sub
+local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
+local co_status, co_running, co_isyieldable, co_close = coroutine.status, coroutine.running,
+  coroutine.isyieldable, coroutine.close
+local dgetinfo, dsetmetatable, dgetmetatable, dtraceback = debug.getinfo, debug.setmetatable,
+  debug.getmetatable, debug.traceback
+
+local REQ = {}    -- tags a yield that is a request to the Python driver
+local RAISE = {}  -- first value of a resume that must raise in the requester
+local roots = setmetatable({}, { __mode = "k" })    -- coroutines driven by Python tasks
+local passing = setmetatable({}, { __mode = "k" })  -- user coroutines passing a request outward
+
+-------------------------------------------------------------------------------
+-- lauxlib-style argument errors, raised from Lua with the same text
+-------------------------------------------------------------------------------
+
+-- luaL_typeerror's name for a value: the `__name` metafield, else its type.
+local function typename(v, present)
+  if not present then return "no value" end
+  local mt = dgetmetatable(v)
+  if mt and type(rawget(mt, "__name")) == "string" then return rawget(mt, "__name") end
+  return type(v)
+end
+
+-- luaL_argerror for argument `arg` (counting self) of the public function at
+-- stack level `level` as seen from the caller of argerror (2 = the caller).
+local function argerror(level, arg, msg)
+  local ar = dgetinfo(level, "n")
+  local name = ar and ar.name
+  if ar and ar.namewhat == "method" then
+    arg = arg - 1
+    if arg == 0 then
+      error(sformat("calling '%s' on bad self (%s)", name, msg), level + 1)
+    end
+  end
+  error(sformat("bad argument #%d to '%s' (%s)", arg, name or "?", msg), level + 1)
+end
+
+-- luaL_checklstring: strings, and numbers converted to strings.
+local function checkstring(level, arg, v, present)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then return tostring(v) end
+  argerror(level + 1, arg, "string expected, got " .. typename(v, present))
+end
+
+local function optstring(level, arg, v, present, default)
+  if v == nil then return default end
+  return (checkstring(level + 1, arg, v, present))
+end
+
+-- luaL_checknumber: numbers and numeric strings.
+local function checknumber(level, arg, v, present)
+  local n = tonumber(v)
+  if n == nil or (type(v) ~= "number" and type(v) ~= "string") then
+    argerror(level + 1, arg, "number expected, got " .. typename(v, present))
+  end
+  return n
+end
+
+local function optnumber(level, arg, v, present, default)
+  if v == nil then return default end
+  return (checknumber(level + 1, arg, v, present))
+end
+
+-- C's cast of a double to an integer: truncation toward zero.
+local function trunc(n)
+  if n ~= n or n == huge or n == -huge then return 0 end
+  local i = n >= 0 and floor(n) or ceil(n)
+  return tointeger(i) or 0
+end
+
+-------------------------------------------------------------------------------
+-- Requests to the driver
+-------------------------------------------------------------------------------
+
+local function reply(r1, ...)
+  if r1 == RAISE then error((...), 0) end
+  return r1, ...
+end
+
+-- Suspend the running task until the Python coroutine `fn(...)` is done.
+local function request(fn, ...)
+  return reply(co_yield(REQ, fn, ...))
+end
+
+-------------------------------------------------------------------------------
+-- The coroutine library the script sees
+-------------------------------------------------------------------------------
+
+local coroutine_lib = {}
+for k, v in pairs(coroutine) do coroutine_lib[k] = v end
+
+local function resume(co, ...)
+  if type(co) ~= "thread" then argerror(2, 1, "coroutine expected") end
+  if roots[co] then return false, "cannot resume non-suspended coroutine" end
+  local r = pack(co_resume(co, ...))
+  -- A request yielded inside `co`: pass it on to our own resumer (the driver
+  -- in the end), then hand the answer back to `co`.
+  while r[1] and r[2] == REQ and co_status(co) == "suspended" do
+    passing[co] = true
+    local answer = pack(pcall(co_yield, REQ, unpack(r, 3, r.n)))
+    passing[co] = nil
+    if not answer[1] then error(answer[2], 0) end
+    r = pack(co_resume(co, unpack(answer, 2, answer.n)))
+  end
+  return unpack(r, 1, r.n)
+end
+
+local function wrap(f)
+  local co = co_create(f)
+  return function(...)
+    local r = pack(resume(co, ...))
+    if r[1] then return unpack(r, 2, r.n) end
+    local err = r[2]
+    if co_status(co) == "dead" then co_close(co) end
+    if type(err) == "string" then error(err, 2) end
+    error(err, 0)
+  end
+end
+
+function coroutine_lib.resume(co, ...)
+  if type(co) ~= "thread" then argerror(2, 1, "coroutine expected") end
+  return resume(co, ...)
+end
+
+function coroutine_lib.wrap(f)
+  if type(f) ~= "function" then argerror(2, 1, "function expected, got " .. typename(f, true)) end
+  return wrap(f)
+end
+
+function coroutine_lib.yield(...)
+  if roots[co_running()] then error("attempt to yield from outside a coroutine", 0) end
+  return co_yield(...)
+end
+
+function coroutine_lib.status(co)
+  if type(co) ~= "thread" then argerror(2, 1, "coroutine expected") end
+  if passing[co] then return "normal" end
+  return co_status(co)
+end
+
+function coroutine_lib.running()
+  local co, main = co_running()
+  if roots[co] == "main" then return co, true end
+  return co, main
+end
+
+function coroutine_lib.isyieldable(...)
+  local co = select("#", ...) > 0 and (...) or co_running()
+  if roots[co] then return false end
+  return co_isyieldable(co)
+end
+
+-------------------------------------------------------------------------------
+-- TCP objects
+-------------------------------------------------------------------------------
+
+-- Each LuaSocket object is a userdata (a Python token pushed by lupa) whose
+-- metatable is swapped for its class's, as LuaSocket swaps the metatable of
+-- its userdata; `impl` maps it to the engine object.
+local impl = setmetatable({}, { __mode = "k" })
+local tmo = setmetatable({}, { __mode = "k" })  -- settimeout values, verbatim
+local pymt  -- lupa's metatable for Python objects (restored before collection)
+local classes = {}
+local methods = {}
+
+local function checkobj(level, self, want)
+  local o = impl[self]
+  if o ~= nil then
+    if want == "tcp{any}" then return o end
+    local mt = dgetmetatable(self)
+    if mt and mt.__name == want then return o end
+  end
+  argerror(level + 1, 1, want .. " expected")
+end
+
+local function wrapobj(o, class)
+  local ud = B.token()
+  pymt = pymt or dgetmetatable(ud)
+  impl[ud] = o
+  tmo[ud] = { -1.0, -1.0 }
+  dsetmetatable(ud, classes[class])
+  return ud
+end
+
+local function setclass(ud, class)
+  dsetmetatable(ud, classes[class])
+end
+
+local function tostring_obj(ud)
+  local mt = dgetmetatable(ud)
+  if impl[ud] == nil or mt == nil then error("invalid object passed to 'auxiliar.c:__tostring'", 0) end
+  return sformat("%s: %p", mt.__index.class, ud)
+end
+
+local finished = false  -- the script ended: never call Python from a finalizer
+
+local function gc_obj(ud)
+  if finished then return end
+  local o = impl[ud]
+  if o ~= nil then
+    impl[ud] = nil
+    B.close(o)
+  end
+  -- Give the userdata back to lupa so it releases its Python token.
+  if pymt then
+    dsetmetatable(ud, pymt)
+    local gc = rawget(pymt, "__gc")
+    if gc then gc(ud) end
+  end
+end
+
+function methods.close(self)
+  local o = checkobj(2, self, "tcp{any}")
+  B.close(o)
+  return 1.0
+end
+
+function methods.getfd(self)
+  local o = checkobj(2, self, "tcp{any}")
+  return B.getfd(o) + 0.0
+end
+
+function methods.setfd(self, ...)
+  local o = checkobj(2, self, "tcp{any}")
+  local fd = checknumber(2, 2, (...), select("#", ...) > 0)
+  B.setfd(o, trunc(fd))
+end
+
+function methods.dirty(self)
+  local o = checkobj(2, self, "tcp{any}")
+  return B.dirty(o)
+end
+
+function methods.getfamily(self)
+  local o = checkobj(2, self, "tcp{any}")
+  return B.getfamily(o)
+end
+
+function methods.getsockname(self)
+  local o = checkobj(2, self, "tcp{any}")
+  return B.getsockname(o)
+end
+
+function methods.getpeername(self)
+  local o = checkobj(2, self, "tcp{any}")
+  return B.getpeername(o)
+end
+
+function methods.settimeout(self, ...)
+  local o = checkobj(2, self, "tcp{any}")
+  local n = select("#", ...)
+  local value, mode = ...
+  local v = optnumber(2, 2, value, n >= 1, -1)
+  local m = optstring(2, 3, mode, n >= 2, "b")
+  local c = ssub(m, 1, 1)
+  local t = tmo[self]
+  if c == "b" then
+    t[1] = v + 0.0
+  elseif c == "t" or c == "r" then
+    t[2] = v + 0.0
+    c = "t"
+  else
+    argerror(2, 3, "invalid timeout mode")
+  end
+  B.settimeout(o, v, c)
+  return 1.0
+end
+
+function methods.gettimeout(self)
+  checkobj(2, self, "tcp{any}")
+  local t = tmo[self]
+  return t[1], t[2]
+end
+
+local function option_name(level, name, present, setting)
+  local s = checkstring(level + 1, 2, name, present)
+  local kind = B.optkind(s, setting)
+  if not kind then argerror(level + 1, 2, sformat("unsupported option `%.35s'", s)) end
+  return s, kind
+end
+
+function methods.setoption(self, ...)
+  local o = checkobj(2, self, "tcp{any}")
+  local n = select("#", ...)
+  local name, value = ...
+  local s, kind = option_name(2, name, n >= 1, true)
+  if kind == "bool" then
+    if type(value) ~= "boolean" then
+      argerror(2, 3, "boolean expected, got " .. typename(value, n >= 2))
+    end
+    return B.setoption(o, s, value)
+  elseif kind == "int" then
+    return B.setoption(o, s, trunc(tonumber(value) or 0))
+  end
+  -- linger
+  if type(value) ~= "table" then argerror(2, 3, "table expected, got " .. typename(value, n >= 2)) end
+  local on = value.on
+  if type(on) ~= "boolean" then argerror(2, 3, "boolean 'on' field expected") end
+  local timeout = value.timeout
+  if tonumber(timeout) == nil or (type(timeout) ~= "number" and type(timeout) ~= "string") then
+    argerror(2, 3, "number 'timeout' field expected")
+  end
+  return B.setlinger(o, on, trunc(tonumber(timeout)))
+end
+
+function methods.getoption(self, ...)
+  local o = checkobj(2, self, "tcp{any}")
+  local s, kind = option_name(2, (...), select("#", ...) >= 1, false)
+  local r = pack(B.getoption(o, s))
+  if r[1] == nil then
+    if r[2] == nil then return nil end  -- "error": nothing pending, one value
+    return nil, r[2]
+  end
+  if kind == "int" then return r[1] + 0.0 end
+  if kind == "linger" then return { on = r[1], timeout = r[2] } end
+  return r[1]
+end
+
+function methods.bind(self, ...)
+  local o = checkobj(2, self, "tcp{master}")
+  local n = select("#", ...)
+  local address, port = ...
+  address = checkstring(2, 2, address, n >= 1)
+  port = checkstring(2, 3, port, n >= 2)
+  local err = request(B.bind, o, address, port)
+  if err then return nil, err end
+  return 1.0
+end
+
+function methods.listen(self, ...)
+  local o = checkobj(2, self, "tcp{master}")
+  local n = select("#", ...)
+  local backlog = trunc(optnumber(2, 2, (...), n >= 1, 32))
+  local err = B.listen(o, backlog)
+  if err then return nil, err end
+  setclass(self, "tcp{server}")
+  return 1.0
+end
+
+function methods.connect(self, ...)
+  local o = checkobj(2, self, "tcp{any}")
+  local n = select("#", ...)
+  local address, port = ...
+  address = checkstring(2, 2, address, n >= 1)
+  port = checkstring(2, 3, port, n >= 2)
+  local err = request(B.connect, o, address, port)
+  -- LuaSocket makes the object a client even when connecting fails.
+  setclass(self, "tcp{client}")
+  if err then return nil, err end
+  return 1.0
+end
+
+function methods.accept(self)
+  local o = checkobj(2, self, "tcp{server}")
+  local client, err = request(B.accept, o)
+  if client == nil then return nil, err end
+  return wrapobj(client, "tcp{client}")
+end
+
+function methods.receive(self, ...)
+  local o = checkobj(2, self, "tcp{client}")
+  local n = select("#", ...)
+  local pattern, prefix = ...
+  local kind, count = 0, 0
+  if tonumber(pattern) ~= nil and (type(pattern) == "number" or type(pattern) == "string") then
+    count = trunc(tonumber(pattern))
+    if tonumber(pattern) < 0 then argerror(2, 2, "invalid receive pattern") end
+    kind = 2
+  else
+    local p = optstring(2, 2, pattern, n >= 1, "*l")
+    local head = ssub(p, 1, 2)
+    if head == "*l" then kind = 0
+    elseif head == "*a" then kind = 1
+    else argerror(2, 2, "invalid receive pattern") end
+  end
+  prefix = optstring(2, 3, prefix, n >= 2, "")
+  local data, err, partial = request(B.receive, o, kind, count, prefix)
+  if err then return nil, err, partial end
+  return data, nil, nil
+end
+
+function methods.send(self, ...)
+  local o = checkobj(2, self, "tcp{client}")
+  local n = select("#", ...)
+  local data, i, j = ...
+  data = checkstring(2, 2, data, n >= 1)
+  local len = #data
+  i = trunc(optnumber(2, 3, i, n >= 2, 1))
+  j = trunc(optnumber(2, 4, j, n >= 3, -1))
+  if i < 0 then i = len + i + 1 end
+  if j < 0 then j = len + j + 1 end
+  if i < 1 then i = 1 end
+  if j > len then j = len end
+  local sent, err = 0, nil
+  if i <= j then
+    sent, err = request(B.send, o, i == 1 and j == len and data or ssub(data, i, j))
+  end
+  local last = sent + i - 1 + 0.0
+  if err then return nil, err, last end
+  return last, nil, nil
+end
+
+local shutdown_modes = { receive = true, send = true, both = true }
+
+function methods.shutdown(self, ...)
+  local o = checkobj(2, self, "tcp{client}")
+  local mode = optstring(2, 2, (...), select("#", ...) >= 1, "both")
+  if not shutdown_modes[mode] then argerror(2, 2, sformat("invalid option '%s'", mode)) end
+  B.shutdown(o, mode)
+  return 1.0
+end
+
+function methods.getstats(self)
+  local o = checkobj(2, self, "tcp{client}")
+  local received, sent, age = B.getstats(o)
+  return received + 0.0, sent + 0.0, age
+end
+
+function methods.setstats(self, ...)
+  local o = checkobj(2, self, "tcp{client}")
+  local n = select("#", ...)
+  local r, s, a = ...
+  r = optnumber(2, 2, r, n >= 1, nil)
+  s = optnumber(2, 3, s, n >= 2, nil)
+  if type(a) ~= "number" then a = nil end
+  B.setstats(o, r and trunc(r), s and trunc(s), a)
+  return 1.0
+end
+
+methods.setpeername = methods.connect
+methods.setsockname = methods.bind
+
+for _, class in ipairs({ "tcp{master}", "tcp{client}", "tcp{server}" }) do
+  local index = { class = class }
+  for k, f in pairs(methods) do index[k] = f end
+  classes[class] = {
+    __index = index,
+    __name = class,
+    __tostring = tostring_obj,
+    __gc = gc_obj,
+    ["tcp{any}"] = true,
+  }
+end
+
+-------------------------------------------------------------------------------
+-- The socket namespace (socket.core + socket.lua)
+-------------------------------------------------------------------------------
+
+local socket = {
+  _VERSION = "LuaSocket 3.0.0",
+  _SETSIZE = 1024,
+  _SOCKETINVALID = -1,
+  _DATAGRAMSIZE = 8192,
+  BLOCKSIZE = 2048,
+}
+
+local function create(family)
+  local o, err = B.tcp(family)
+  if o == nil then return nil, err end
+  return wrapobj(o, "tcp{master}")
+end
+
+function socket.tcp() return create(0) end
+function socket.tcp4() return create(4) end
+function socket.tcp6() return create(6) end
+
+function socket.gettime() return B.gettime() end
+
+function socket.sleep(...)
+  local t = checknumber(2, 1, (...), select("#", ...) >= 1)
+  if t > 0 then request(B.sleep, t + 0.0) end
+end
+
+function socket.skip(...)
+  local d = (...)
+  local n = checknumber(2, 1, d, select("#", ...) >= 1)
+  local i = tointeger(n)
+  if i == nil then argerror(2, 1, "number has no integer representation") end
+  return select(i + 2, ...)
+end
+
+function socket.__unload() return 0 end
+
+local function global_connect(level, address, port, locaddr, locport, family, n)
+  address = checkstring(level + 1, 1, address, n >= 1)
+  port = checkstring(level + 1, 2, port, n >= 2)
+  locaddr = optstring(level + 1, 3, locaddr, n >= 3, nil)
+  locport = optstring(level + 1, 4, locport, n >= 4, "0")
+  local fam = optstring(level + 1, 5, family, n >= 5, "unspec")
+  local code = ({ unspec = 0, inet = 4, inet6 = 6 })[fam]
+  if code == nil then argerror(level + 1, 5, sformat("invalid option '%s'", fam)) end
+  local o, err = request(B.global_connect, address, port, locaddr, locport, code)
+  if o == nil then return nil, err end
+  return wrapobj(o, "tcp{client}")
+end
+
+function socket.connect(...)
+  local c, err = global_connect(2, (select(1, ...)), (select(2, ...)), (select(3, ...)), (select(4, ...)),
+    (select(5, ...)), select("#", ...))
+  if c == nil then return nil, err end
+  return c
+end
+
+function socket.connect4(address, port, laddr, lport)
+  local c, err = global_connect(2, address, port, laddr, lport, "inet", 5)
+  if c == nil then return nil, err end
+  return c
+end
+
+function socket.connect6(address, port, laddr, lport)
+  local c, err = global_connect(2, address, port, laddr, lport, "inet6", 5)
+  if c == nil then return nil, err end
+  return c
+end
+
+function socket.select(...)
+  local n = select("#", ...)
+  local recvt, sendt, timeout = ...
+  if recvt ~= nil and type(recvt) ~= "table" then
+    argerror(2, 1, "table expected, got " .. typename(recvt, n >= 1))
+  end
+  if sendt ~= nil and type(sendt) ~= "table" then
+    argerror(2, 2, "table expected, got " .. typename(sendt, n >= 2))
+  end
+  local t = optnumber(2, 3, timeout, n >= 3, -1)
+  local lists = {}
+  for k, tab in ipairs({ recvt or {}, sendt or {} }) do
+    local elems, pys = {}, {}
+    local i = 1
+    while true do
+      local e = tab[i]
+      if e == nil then break end
+      local o = impl[e]
+      if o == nil then
+        local ok, getfd = pcall(function() return e.getfd end)
+        if not ok then error("attempt to index a " .. type(e) .. " value", 0) end
+        if getfd ~= nil then
+          local fd = tonumber(getfd(e))
+          if fd ~= nil and fd >= 0 then
+            local dirty = false
+            if k == 1 and e.dirty ~= nil then dirty = e:dirty() and true or false end
+            o = B.foreign(trunc(fd), dirty)
+          end
+        end
+      end
+      if o ~= nil then
+        elems[#elems + 1] = e
+        pys[#pys + 1] = o
+      end
+      i = i + 1
+    end
+    lists[k] = { elems, pys }
+  end
+  local r = pack(request(B.select, lists[1][2], lists[2][2], t + 0.0))
+  if r[1] == nil then return {}, {}, r[2] end
+  local nr = r[1]
+  local rt, wt = {}, {}
+  for x = 2, r.n do
+    local idx = r[x]
+    if x - 1 <= nr then
+      local e = lists[1][1][idx]
+      rt[#rt + 1] = e
+      rt[e] = #rt + 0.0
+    else
+      local e = lists[2][1][idx]
+      wt[#wt + 1] = e
+      wt[e] = #wt + 0.0
+    end
+  end
+  return rt, wt
+end
+
+-- except.c: try / newtry / protect
+local try_mt = { __metatable = false }
+
+local function finalize_error(finalizer, ...)
+  if finalizer ~= nil then finalizer() end
+  error(setmetatable({ (select(2, ...)) }, try_mt), 0)
+end
+
+function socket.newtry(finalizer)
+  return function(...)
+    if not (...) then finalize_error(finalizer, ...) end
+    return ...
+  end
+end
+
+socket.try = socket.newtry()
+
+local function protect_results(ok, ...)
+  if ok then return ... end
+  local err = (...)
+  if type(err) == "table" and dgetmetatable(err) == try_mt then
+    return nil, err[1]
+  end
+  error(err, 0)
+end
+
+function socket.protect(f)
+  return function(...)
+    return protect_results(pcall(f, ...))
+  end
+end
+
+-- socket.lua helpers
+function socket.choose(table)
+  return function(name, opt1, opt2)
+    if type(name) ~= "string" then
+      name, opt1, opt2 = "default", name, opt1
+    end
+    local f = table[name or "nil"]
+    if not f then error("unknown key (" .. tostring(name) .. ")", 3)
+    else return f(opt1, opt2) end
+  end
+end
+
+socket.sourcet = {}
+socket.sinkt = {}
+
+socket.sinkt["close-when-done"] = function(sock)
+  return setmetatable({
+    getfd = function() return sock:getfd() end,
+    dirty = function() return sock:dirty() end
+  }, {
+    __call = function(self, chunk, err)
+      if not chunk then
+        sock:close()
+        return 1
+      else return sock:send(chunk) end
+    end
+  })
+end
+
+socket.sinkt["keep-open"] = function(sock)
+  return setmetatable({
+    getfd = function() return sock:getfd() end,
+    dirty = function() return sock:dirty() end
+  }, {
+    __call = function(self, chunk, err)
+      if chunk then return sock:send(chunk)
+      else return 1 end
+    end
+  })
+end
+
+socket.sinkt["default"] = socket.sinkt["keep-open"]
+
+socket.sink = socket.choose(socket.sinkt)
+
+socket.sourcet["by-length"] = function(sock, length)
+  return setmetatable({
+    getfd = function() return sock:getfd() end,
+    dirty = function() return sock:dirty() end
+  }, {
+    __call = function()
+      if length <= 0 then return nil end
+      local size = math.min(socket.BLOCKSIZE, length)
+      local chunk, err = sock:receive(size)
+      if err then return nil, err end
+      length = length - string.len(chunk)
+      return chunk
+    end
+  })
+end
+
+socket.sourcet["until-closed"] = function(sock)
+  local done
+  return setmetatable({
+    getfd = function() return sock:getfd() end,
+    dirty = function() return sock:dirty() end
+  }, {
+    __call = function()
+      if done then return nil end
+      local chunk, err, partial = sock:receive(socket.BLOCKSIZE)
+      if not err then return chunk
+      elseif err == "closed" then
+        sock:close()
+        done = 1
+        return partial
+      else return nil, err end
+    end
+  })
+end
+
+socket.sourcet["default"] = socket.sourcet["until-closed"]
+
+socket.source = socket.choose(socket.sourcet)
+
+-- dns (resolved on the loop's resolver, never blocking it)
+local dns = {}
+socket.dns = dns
+
+local function resolved_table(name, aliases, ips)
+  return { name = name, alias = aliases, ip = ips }
+end
+
+function dns.gethostname()
+  return B.gethostname()
+end
+
+local function hostent(fn, ...)
+  local address = checkstring(3, 1, (...), select("#", ...) >= 1)
+  local r = pack(request(fn, address))
+  if r[1] == nil then return nil, r[2] end
+  local aliases, ips = {}, {}
+  for x = 1, r[2] do aliases[x] = r[2 + x] end
+  for x = 1, r[3 + r[2]] do ips[x] = r[3 + r[2] + x] end
+  return r[1], resolved_table(r[1], aliases, ips)
+end
+
+function dns.toip(...)
+  local name, resolved = hostent(B.toip, ...)
+  if name == nil then return nil, resolved end
+  return resolved.ip[1], resolved
+end
+
+function dns.tohostname(...)
+  return hostent(B.tohostname, ...)
+end
+
+function dns.getaddrinfo(...)
+  local host = checkstring(2, 1, (...), select("#", ...) >= 1)
+  local r = pack(request(B.getaddrinfo, host))
+  if r[1] == nil then return nil, r[2] end
+  local list = {}
+  for x = 1, r.n, 2 do list[#list + 1] = { family = r[x], addr = r[x + 1] } end
+  return list
+end
+
+function dns.getnameinfo(...)
+  local n = select("#", ...)
+  local host, serv = ...
+  host = optstring(2, 1, host, n >= 1, nil)
+  serv = optstring(2, 2, serv, n >= 2, nil)
+  if host == nil and serv == nil then error("host and serv cannot be both nil", 2) end
+  local r = pack(request(B.getnameinfo, host, serv))
+  if r[1] == nil then return nil, r[2] end
+  local names = {}
+  for x = 2, r.n do names[#names + 1] = r[x] end
+  if r[1] == false then return names end
+  return names, r[1]
+end
+
+-- socket.lua's bind shortcut, as written there: "*" is the IPv4 wildcard only.
+function socket.bind(host, port, backlog)
+  if host == "*" then host = "0.0.0.0" end
+  local addrinfo, err = socket.dns.getaddrinfo(host)
+  if not addrinfo then return nil, err end
+  local sock, res
+  err = "no info on address"
+  for _, alt in ipairs(addrinfo) do
+    if alt.family == "inet" then
+      sock, err = socket.tcp4()
+    else
+      sock, err = socket.tcp6()
+    end
+    if not sock then return nil, err end
+    sock:setoption("reuseaddr", true)
+    res, err = sock:bind(alt.addr, port)
+    if not res then
+      sock:close()
+    else
+      res, err = sock:listen(backlog)
+      if not res then
+        sock:close()
+      else
+        return sock
+      end
+    end
+  end
+  return nil, err
+end
+
+-------------------------------------------------------------------------------
+-- The aioluasock extension module
+-------------------------------------------------------------------------------
+
+local ext = { _VERSION = "aioluasock 0.1" }
+local task_mt = { __name = "aioluasock.task" }
+task_mt.__index = task_mt
+function task_mt.__tostring(t) return sformat("aioluasock.task: %p", t) end
+function task_mt.__gc(t) if not finished then B.forget(t.id) end end
+
+-- Root coroutines (driven by Python tasks) are known to Python by number:
+-- lupa does not hand Lua threads to Python as threads.
+local threads = {}
+local last_thread = 0
+
+local function new_root(f, kind)
+  local co = co_create(f)
+  roots[co] = kind
+  last_thread = last_thread + 1
+  threads[last_thread] = co
+  return last_thread
+end
+
+local function drop(id)
+  threads[id] = nil
+end
+
+-- spawn(f, ...): run f(...) as a new task on the loop; returns a handle.
+function ext.spawn(...)
+  local f = (...)
+  if type(f) ~= "function" then argerror(2, 1, "function expected, got " .. typename(f, select("#", ...) > 0)) end
+  local id = new_root(f, "task")
+  B.spawn(id, select(2, ...))
+  return setmetatable({ id = id }, task_mt)
+end
+
+local function checktask(level, t, present)
+  if getmetatable(t) ~= task_mt then
+    argerror(level + 1, 1, "aioluasock.task expected, got " .. typename(t, present))
+  end
+  return t.id
+end
+
+-- wait(task): wait until the task ends; true, its results; or false, "cancelled".
+function ext.wait(...)
+  local id = checktask(2, (...), select("#", ...) > 0)
+  return request(B.wait, id)
+end
+task_mt.wait = ext.wait
+
+-- waitall(): wait until every other task has ended.
+function ext.waitall()
+  request(B.waitall)
+end
+
+-- cancel(task): cancel a task (it ends at its next wait); true if it was running.
+function ext.cancel(...)
+  local id = checktask(2, (...), select("#", ...) > 0)
+  return B.cancel(id)
+end
+task_mt.cancel = ext.cancel
+
+function ext.sleep(...)
+  local t = checknumber(2, 1, (...), select("#", ...) >= 1)
+  request(B.sleep, t > 0 and t + 0.0 or 0.0)
+end
+
+function ext.gettime() return B.gettime() end
+
+-------------------------------------------------------------------------------
+-- What the Python driver uses
+-------------------------------------------------------------------------------
+
+local function message_of(err)
+  if type(err) == "string" or mtype(err) then return tostring(err) end
+  local mt = dgetmetatable(err)
+  if mt and mt.__tostring then
+    local ok, s = pcall(tostring, err)
+    if ok and type(s) == "string" then return s end
+  end
+  return sformat("(error object is a %s value)", type(err))
+end
+
+-- step(co, ...): resume a root coroutine. Returns
+--   1, n, results...            it returned
+--   2, fn, args...              it requested fn(args...) of the driver
+--   3, message, traceback, err  it raised err
+local function step(id, ...)
+  local co = threads[id]
+  local r = pack(co_resume(co, ...))
+  if r[1] then
+    if co_status(co) == "dead" then
+      threads[id] = nil
+      return 1, r.n - 1, unpack(r, 2, r.n)
+    end
+    if r[2] == REQ then return 2, unpack(r, 3, r.n) end
+    return 3, "attempt to yield from outside a coroutine", dtraceback(co, "attempt to yield from outside a coroutine"), nil
+  end
+  threads[id] = nil
+  local msg = message_of(r[2])
+  return 3, msg, dtraceback(co, msg), r[2]
+end
+
+local function exit(...)
+  local code = ...
+  if code == nil or code == true then code = 0
+  elseif code == false then code = 1
+  else code = trunc(checknumber(2, 1, code, true)) end
+  request(B.exit, code)
+end
+
+-- The script ended (its sockets are closed by Python): hand every userdata
+-- back to lupa, so that closing the Lua state runs only lupa's finalizers.
+local function finish()
+  finished = true
+  for ud in pairs(impl) do
+    dsetmetatable(ud, pymt)
+  end
+  for id in pairs(threads) do threads[id] = nil end
+end
+
+return {
+  finish = finish,
+  REQ = REQ,
+  RAISE = RAISE,
+  step = step,
+  new_root = new_root,
+  drop = drop,
+  socket = socket,
+  ext = ext,
+  coroutine = coroutine_lib,
+  exit = exit,
+}

@@ -1,0 +1,217 @@
+"""Microseconds of Python per echoed line, without the kernel: the hot path alone.
+
+    python -m benchmarks.hotpath [asyncio|uvloop] [--lines N] [--profile]
+
+A real connection is set up, then its transport is swapped for a stand-in
+whose `write` only counts, and a loop callback feeds one 64-byte line at a
+time through the protocol's own `get_buffer`/`buffer_updated` (as a socket
+read would). Each variant is the same loop of "feed one line, let the server
+answer it":
+
+- ``aioluasock``: a task doing ``receive("*l")`` + ``send(line + b"\\n")``;
+- ``aioluasock-buffered``: the same, with 8 lines fed per read (the fast path
+  with a line already buffered);
+- ``line-protocol``: the suite's hand-written line `Protocol` (``data_received``);
+- ``streams``: ``readline`` + ``write`` + ``drain`` on a `StreamReader`.
+
+The feeding callback costs the same in every variant, so differences are the
+servers' own Python. ``--profile`` prints a cProfile of the aioluasock variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aioluasock as socket
+from benchmarks.servers.py_echo import LineProtocol
+
+LINE = b"x" * 63 + b"\n"
+
+
+class FakeTransport:
+    """Takes writes without a socket: `write` only counts."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self.writes += 1
+
+    def writelines(self, lines: Sequence[bytes]) -> None:
+        for data in lines:
+            self.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+
+async def _drive(feed: Callable[[], None], lines: int, done: Callable[[], bool]) -> float:
+    """Call `feed` from the loop `lines` times, each after the server answered."""
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+    fed = 0
+
+    def tick() -> None:
+        nonlocal fed
+        if fed == lines:
+            if done():
+                finished.set_result(None)
+            else:
+                loop.call_soon(tick)
+            return
+        fed += 1
+        feed()
+        loop.call_soon(tick)
+
+    started = time.perf_counter()
+    loop.call_soon(tick)
+    await finished
+    return (time.perf_counter() - started) / lines * 1e6
+
+
+async def bench_aioluasock(lines: int, per_read: int = 1) -> float:
+    server, err = await socket.bind("127.0.0.1", 0)
+    assert server is not None, err
+    port = server.getsockname()[1]
+    assert isinstance(port, int)
+    client, err = await socket.connect("127.0.0.1", port)
+    assert client is not None, err
+    peer, err = await server.accept()
+    assert peer is not None, err
+    proto: Any = peer._proto
+    for _ in range(100):  # accept may attach the transport in the background
+        if proto is not None and proto.transport is not None:
+            break
+        await asyncio.sleep(0.01)
+        proto = peer._proto
+    real = proto.transport
+    fake = FakeTransport()
+    proto.transport = fake
+    chunk = LINE * per_read
+
+    async def echo() -> None:
+        while True:
+            line, err = await peer.receive("*l")
+            if err is not None:
+                return
+            await peer.send(line + b"\n")
+
+    task = asyncio.create_task(echo())
+    await asyncio.sleep(0)
+
+    def feed() -> None:
+        view = proto.get_buffer(-1)
+        view[: len(chunk)] = chunk
+        proto.buffer_updated(len(chunk))
+
+    try:
+        us = await _drive(feed, lines // per_read, lambda: fake.writes >= lines)
+    finally:
+        proto.transport = real
+        task.cancel()
+        for obj in (peer, client, server):
+            obj.close()
+    return us * (lines // per_read) / lines
+
+
+async def bench_line_protocol(lines: int) -> float:
+    proto = LineProtocol()
+    fake = FakeTransport()
+    proto.connection_made(fake)  # type: ignore[arg-type]
+    return await _drive(lambda: proto.data_received(LINE), lines, lambda: fake.writes >= lines)
+
+
+async def bench_streams(lines: int) -> float:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    fake = FakeTransport()
+    protocol.connection_made(fake)  # type: ignore[arg-type]
+    writer = asyncio.StreamWriter(fake, protocol, reader, loop)  # type: ignore[arg-type]
+
+    async def echo() -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            writer.write(line)
+            await writer.drain()
+
+    task = asyncio.create_task(echo())
+    try:
+        return await _drive(lambda: protocol.data_received(LINE), lines, lambda: fake.writes >= lines)
+    finally:
+        task.cancel()
+
+
+async def run_all(lines: int, profile: bool) -> None:
+    loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    variants: list[tuple[str, Callable[[], Any]]] = [
+        ("aioluasock", lambda: bench_aioluasock(lines)),
+        ("aioluasock-buffered", lambda: bench_aioluasock(lines, 8)),
+        ("line-protocol", lambda: bench_line_protocol(lines)),
+        ("streams", lambda: bench_streams(lines)),
+    ]
+    results: dict[str, list[float]] = {name: [] for name, _ in variants}
+    for _ in range(5):  # interleaved repeats; the best is the least disturbed
+        for name, make in variants:
+            results[name].append(await make())
+    for name, values in results.items():
+        print(f"{loop_name:8s} {name:20s} {min(values):6.2f} us/line (best of {len(values)})")
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await bench_aioluasock(lines)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("loop", nargs="?", default="uvloop", choices=("asyncio", "uvloop"))
+    parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--profile", action="store_true")
+    options = parser.parse_args(argv)
+    main_coro = run_all(options.lines, options.profile)
+    if options.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main_coro)
+    else:
+        asyncio.run(main_coro)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

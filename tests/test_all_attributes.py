@@ -1,0 +1,130 @@
+"""The public surface of `aioluasock` (LuaSocket's `socket` table) does not drift.
+
+As anyio's `tests/test_all_attributes.py`: `__all__` is a tuple of exactly the
+expected names, every one of them resolves, and nothing else public is there
+besides submodules.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+
+import aioluasock
+
+EXPECTED = {
+    # constructors and shortcuts
+    "tcp",
+    "tcp4",
+    "tcp6",
+    "bind",
+    "connect",
+    # the select shim and time
+    "select",
+    "gettime",
+    "sleep",
+    # LuaSocket's helpers
+    "skip",
+    "try_",
+    "newtry",
+    "protect",
+    # exceptions
+    "Error",
+    "BusyError",
+    # the three kinds, for annotations and isinstance
+    "Master",
+    "Server",
+    "Client",
+    "__version__",
+}
+
+COROUTINE_FUNCTIONS = {"bind", "connect", "select", "sleep"}
+PLAIN_FUNCTIONS = {"tcp", "tcp4", "tcp6", "gettime", "skip", "try_", "newtry", "protect"}
+CLASSES = {"Master", "Server", "Client"}
+EXCEPTIONS = {"Error", "BusyError"}
+
+
+def test_all_is_a_tuple() -> None:
+    assert isinstance(aioluasock.__all__, tuple)
+    assert all(isinstance(name, str) for name in aioluasock.__all__)
+
+
+def test_all_has_no_duplicates() -> None:
+    assert len(set(aioluasock.__all__)) == len(aioluasock.__all__)
+
+
+def test_all_is_exactly_the_expected_names() -> None:
+    assert set(aioluasock.__all__) == EXPECTED
+
+
+def test_every_name_resolves() -> None:
+    for name in aioluasock.__all__:
+        assert hasattr(aioluasock, name), name
+        assert getattr(aioluasock, name) is not None, name
+
+
+def test_no_public_name_outside_all_besides_submodules() -> None:
+    exported = set(aioluasock.__all__)
+    strays = {
+        name
+        for name, value in vars(aioluasock).items()
+        if not name.startswith("_") and name not in exported and not isinstance(value, types.ModuleType)
+    }
+    assert strays == set()
+
+
+def test_submodules_outside_all_are_private_or_the_lua_bridge() -> None:
+    for name, value in vars(aioluasock).items():
+        if isinstance(value, types.ModuleType) and name not in aioluasock.__all__:
+            assert name.startswith("_") or name == "lua", name
+            assert value.__name__ == f"aioluasock.{name}"
+
+
+def test_star_import_gives_exactly_all() -> None:
+    namespace: dict[str, object] = {}
+    exec("from aioluasock import *", namespace)
+    namespace.pop("__builtins__", None)
+    assert set(namespace) == set(aioluasock.__all__)
+
+
+def test_kinds_of_names() -> None:
+    assert COROUTINE_FUNCTIONS | PLAIN_FUNCTIONS | CLASSES | EXCEPTIONS | {"__version__"} == EXPECTED
+    for name in COROUTINE_FUNCTIONS:
+        # Every call that can block is a coroutine (DESIGN.md).
+        assert inspect.iscoroutinefunction(getattr(aioluasock, name)), name
+    for name in PLAIN_FUNCTIONS:
+        value = getattr(aioluasock, name)
+        assert callable(value), name
+        assert not inspect.iscoroutinefunction(value), name
+    for name in CLASSES:
+        assert isinstance(getattr(aioluasock, name), type), name
+    for name in EXCEPTIONS:
+        value = getattr(aioluasock, name)
+        assert isinstance(value, type), name
+        assert issubclass(value, Exception), name
+
+
+def test_version() -> None:
+    assert isinstance(aioluasock.__version__, str)
+    assert re.fullmatch(r"\d+\.\d+\.\d+([.-]?\w+)*", aioluasock.__version__)
+
+
+def test_blocking_methods_are_coroutines() -> None:
+    assert inspect.iscoroutinefunction(aioluasock.Master.bind)
+    assert inspect.iscoroutinefunction(aioluasock.Master.connect)
+    assert not inspect.iscoroutinefunction(aioluasock.Master.listen)
+    assert inspect.iscoroutinefunction(aioluasock.Server.accept)
+    assert inspect.iscoroutinefunction(aioluasock.Client.receive)
+    assert inspect.iscoroutinefunction(aioluasock.Client.send)
+    for cls in (aioluasock.Master, aioluasock.Server, aioluasock.Client):
+        for method in ("close", "settimeout", "gettimeout", "setoption", "getoption", "getsockname"):
+            assert callable(getattr(cls, method)), (cls, method)
+            assert not inspect.iscoroutinefunction(getattr(cls, method)), (cls, method)
+
+
+def test_public_names_have_docstrings() -> None:
+    for name in aioluasock.__all__:
+        if name == "__version__":
+            continue
+        assert inspect.getdoc(getattr(aioluasock, name)), name

@@ -1,0 +1,807 @@
+"""`select` (DESIGN.md "select"; SEMANTICS.md section 9) on both loops.
+
+Readiness comes from the protocols and the loop's own callbacks, so there is
+no FD_SETSIZE ceiling; a cancelled or finished select leaves nothing
+registered with the loop or the objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import socket as pysocket
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import cast
+
+import pytest
+
+import aioluasock as socket
+from aioluasock._select import Selectable
+
+TIMEOUT: tuple[list[Selectable], list[Selectable], str] = ([], [], "timeout")
+
+
+@contextlib.asynccontextmanager
+async def connected() -> AsyncIterator[tuple[socket.Server, socket.Client, socket.Client]]:
+    """A server, a client connected to it and the server's end of that connection."""
+    server, err = await socket.bind("127.0.0.1", 0)
+    assert server is not None, err
+    client: socket.Client | None = None
+    peer: socket.Client | None = None
+    try:
+        _, port = server.getsockname()
+        assert isinstance(port, int)
+        client, err = await socket.connect("127.0.0.1", port)
+        assert client is not None, err
+        peer, err = await server.accept()
+        assert peer is not None, err
+        yield server, client, peer
+    finally:
+        for obj in (peer, client, server):
+            if obj is not None:
+                obj.close()
+
+
+def watch(*objects: Selectable) -> list[Selectable]:
+    """A list of mixed objects, typed for select."""
+    return list(objects)
+
+
+class Foreign:
+    """A non-aioluasock object that select accepts: `getfd()` and `dirty()`."""
+
+    def __init__(self, sock: pysocket.socket | None, dirty: bool = False) -> None:
+        self.sock = sock
+        self.is_dirty = dirty
+
+    def getfd(self) -> int:
+        return -1 if self.sock is None else self.sock.fileno()
+
+    def dirty(self) -> bool:
+        return self.is_dirty
+
+
+@contextlib.contextmanager
+def socketpair() -> Iterator[tuple[pysocket.socket, pysocket.socket]]:
+    a, b = pysocket.socketpair()
+    try:
+        a.setblocking(False)
+        b.setblocking(False)
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def _assert_nothing_registered(
+    loop: asyncio.AbstractEventLoop,
+    clients: list[socket.Client],
+    fd_objects: list[socket.Server | socket.Client | socket.Master],
+    foreign_fds: list[int],
+) -> None:
+    for client in clients:
+        proto = client._proto
+        assert proto is not None
+        assert proto.watchers == []
+    for obj in fd_objects:
+        assert obj._fd_readers == []
+        assert obj._fd_writers == []
+        fd = obj.getfd()
+        if fd >= 0:
+            assert not loop.remove_reader(fd)
+            assert not loop.remove_writer(fd)
+    for fd in foreign_fds:
+        assert not loop.remove_reader(fd)
+        assert not loop.remove_writer(fd)
+
+
+# -- writable --------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_connected_client_is_writable() -> None:
+    async with connected() as (_, client, peer):
+        assert await socket.select(None, [client, peer], 1) == ([], [client, peer], None)
+        assert await socket.select([], [client], 0) == ([], [client], None)
+
+
+@pytest.mark.asyncio
+async def test_finished_background_connect_is_writable() -> None:
+    server, err = await socket.bind("127.0.0.1", 0)
+    assert server is not None, err
+    master, _ = socket.tcp4()
+    assert master is not None
+    peer: socket.Client | None = None
+    try:
+        _, port = server.getsockname()
+        assert isinstance(port, int)
+        master.settimeout(0)
+        ok, err = await master.connect("127.0.0.1", port)
+        assert (ok, err) in ((1, None), (None, "timeout"))
+        assert await socket.select(None, [master], 2) == ([], [master], None)
+        peer, err = await server.accept()
+        assert peer is not None, err
+        master.settimeout(None)
+        client = cast(socket.Client, master)  # connect made it a client
+        assert await client.send(b"after\n") == (6, None)
+        assert await peer.receive() == (b"after", None)
+    finally:
+        for obj in (peer, master, server):
+            if obj is not None:
+                obj.close()
+
+
+# -- readable --------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_client_with_buffered_bytes_is_readable() -> None:
+    async with connected() as (_, client, peer):
+        assert await socket.select([peer], None, 0) == TIMEOUT
+        assert await client.send(b"hello\nworld") == (11, None)
+        assert await socket.select([peer], None, 2) == ([peer], [], None)
+        assert await peer.receive() == (b"hello", None)
+        # "world" is still buffered: dirty, readable without waiting.
+        assert peer.dirty()
+        started = time.monotonic()
+        assert await socket.select([client, peer], None, 5) == ([peer], [], None)
+        assert await socket.select([peer], None, None) == ([peer], [], None)
+        assert time.monotonic() - started < 1
+        assert await peer.receive(5) == (b"world", None)
+        assert not peer.dirty()
+        assert await socket.select([peer], None, 0) == TIMEOUT
+
+
+@pytest.mark.asyncio
+async def test_end_of_stream_is_readable() -> None:
+    async with connected() as (_, client, peer):
+        client.close()
+        assert await socket.select([peer], None, 2) == ([peer], [], None)
+        assert await socket.select([peer], None, 0) == ([peer], [], None)  # stays readable
+        assert await peer.receive() == (b"", "closed")
+        assert await peer.receive(1) == (b"", "closed")
+
+
+@pytest.mark.asyncio
+async def test_half_close_is_readable() -> None:
+    async with connected() as (_, client, peer):
+        assert client.shutdown("send") == 1
+        assert await socket.select([peer], None, 2) == ([peer], [], None)
+        assert await peer.receive("*a") == (b"", None)
+
+
+@pytest.mark.asyncio
+async def test_reset_is_readable() -> None:
+    async with connected() as (_, client, peer):
+        # linger on with timeout 0: close sends a reset.
+        assert client.setoption("linger", {"on": True, "timeout": 0}) == (1, None)
+        client.close()
+        assert await socket.select([peer], None, 2) == ([peer], [], None)
+        assert await peer.receive() == (b"", "closed")
+
+
+@pytest.mark.asyncio
+async def test_server_with_pending_connection_is_readable() -> None:
+    server, err = await socket.bind("127.0.0.1", 0)
+    assert server is not None, err
+    client: socket.Client | None = None
+    peer: socket.Client | None = None
+    try:
+        assert await socket.select([server], None, 0) == TIMEOUT
+        _, port = server.getsockname()
+        assert isinstance(port, int)
+        client, err = await socket.connect("127.0.0.1", port)
+        assert client is not None, err
+        assert await socket.select([server], None, 2) == ([server], [], None)
+        peer, err = await server.accept()
+        assert peer is not None, err
+        assert await socket.select([server], None, 0) == TIMEOUT
+    finally:
+        for obj in (peer, client, server):
+            if obj is not None:
+                obj.close()
+
+
+# -- waking up -------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_select_wakes_when_data_arrives_later() -> None:
+    async with connected() as (_, client, peer):
+
+        async def later() -> None:
+            await asyncio.sleep(0.1)
+            assert await client.send(b"late\n") == (5, None)
+
+        task = asyncio.ensure_future(later())
+        started = time.monotonic()
+        assert await socket.select([peer], None, 5) == ([peer], [], None)
+        elapsed = time.monotonic() - started
+        await task
+        assert 0.05 <= elapsed < 2
+        assert await peer.receive() == (b"late", None)
+
+
+@pytest.mark.asyncio
+async def test_select_wakes_when_a_connection_arrives_later() -> None:
+    server, err = await socket.bind("127.0.0.1", 0)
+    assert server is not None, err
+    _, port = server.getsockname()
+    assert isinstance(port, int)
+    made: list[socket.Client] = []
+
+    async def later() -> None:
+        await asyncio.sleep(0.1)
+        client, err = await socket.connect("127.0.0.1", port)
+        assert client is not None, err
+        made.append(client)
+
+    try:
+        task = asyncio.ensure_future(later())
+        started = time.monotonic()
+        assert await socket.select([server], None, 5) == ([server], [], None)
+        assert 0.05 <= time.monotonic() - started < 2
+        await task
+        peer, err = await server.accept()
+        assert peer is not None, err
+        made.append(peer)
+    finally:
+        for obj in made:
+            obj.close()
+        server.close()
+
+
+@pytest.mark.asyncio
+async def test_select_wakes_for_a_foreign_object() -> None:
+    with socketpair() as (a, b):
+        foreign = Foreign(a)
+        asyncio.get_running_loop().call_later(0.1, b.send, b"x")
+        started = time.monotonic()
+        assert await socket.select([foreign], None, 5) == ([foreign], [], None)
+        assert 0.05 <= time.monotonic() - started < 2
+
+
+# -- timeouts ----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_timeout() -> None:
+    async with connected() as (_, _client, peer):
+        started = time.monotonic()
+        assert await socket.select([peer], None, 0.2) == TIMEOUT
+        assert 0.15 <= time.monotonic() - started < 2
+
+
+@pytest.mark.asyncio
+async def test_timeout_zero_polls_once_and_yields() -> None:
+    loop = asyncio.get_running_loop()
+    async with connected() as (_, _client, peer):
+        ran: list[bool] = []
+        loop.call_soon(ran.append, True)
+        started = time.monotonic()
+        result = await socket.select([peer], None, 0)
+        assert result == TIMEOUT
+        assert time.monotonic() - started < 0.5
+        # A polling loop must not starve other tasks.
+        assert ran == [True]
+
+
+@pytest.mark.asyncio
+async def test_nothing_to_watch_sleeps_for_the_timeout() -> None:
+    started = time.monotonic()
+    assert await socket.select(None, None, 0.1) == TIMEOUT
+    assert 0.05 <= time.monotonic() - started < 2
+    assert await socket.select([], [], 0) == TIMEOUT
+
+
+@pytest.mark.asyncio
+async def test_timeout_results_are_fresh_lists() -> None:
+    first: tuple[list[Selectable], list[Selectable], str | None] = await socket.select(None, None, 0)
+    second: tuple[list[Selectable], list[Selectable], str | None] = await socket.select(None, None, 0)
+    assert first == second == TIMEOUT
+    assert first[0] is not second[0]
+
+
+@pytest.mark.asyncio
+async def test_negative_timeout_means_no_limit() -> None:
+    async with connected() as (_, client, _peer):
+        assert await socket.select(None, [client], -1) == ([], [client], None)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("timeout", [True, "1", [1]])
+async def test_bad_timeout_raises(timeout: object) -> None:
+    with pytest.raises(TypeError):
+        await socket.select(None, None, timeout)  # type: ignore[arg-type]
+
+
+# -- arguments -----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_duplicates_are_reported_once() -> None:
+    async with connected() as (_, client, peer):
+        assert await client.send(b"x") == (1, None)
+        assert await socket.select([peer, peer], None, 2) == ([peer], [], None)
+        assert await socket.select([peer, peer, peer], [client, client], 2) == ([peer], [client], None)
+
+
+@pytest.mark.asyncio
+async def test_same_object_in_both_lists() -> None:
+    async with connected() as (_, client, peer):
+        assert await client.send(b"x") == (1, None)
+        assert await socket.select([peer], [peer], 2) == ([peer], [peer], None)
+
+
+@pytest.mark.asyncio
+async def test_any_iterables_are_accepted() -> None:
+    async with connected() as (_, client, peer):
+        assert await client.send(b"x") == (1, None)
+        readable, writable, err = await socket.select((peer,), iter([client]), 2)
+        assert (readable, writable, err) == ([peer], [client], None)
+        assert isinstance(readable, list)
+        assert isinstance(writable, list)
+        generated = await socket.select((obj for obj in [peer]), {client: 1}, 2)
+        assert generated == ([peer], [client], None)
+
+
+@pytest.mark.asyncio
+async def test_results_follow_the_order_given() -> None:
+    async with connected() as (server, client, peer):
+        _, port = server.getsockname()
+        assert isinstance(port, int)
+        other, err = await socket.connect("127.0.0.1", port)  # pending on server
+        assert other is not None, err
+        try:
+            assert await client.send(b"x") == (1, None)
+            assert await peer.send(b"y") == (1, None)
+            # Wait until all three are readable.
+            for obj in (server, peer, client):
+                assert await socket.select([obj], None, 2) == ([obj], [], None)
+            assert await socket.select([server, peer, client], None, 0) == (
+                [server, peer, client],
+                [],
+                None,
+            )
+            assert await socket.select([client, server, peer], None, 0) == (
+                [client, server, peer],
+                [],
+                None,
+            )
+            assert await socket.select(None, [peer, client], 0) == ([], [peer, client], None)
+        finally:
+            other.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("bad", [5, "abc", b"abc"])
+async def test_non_iterable_raises(bad: object) -> None:
+    with pytest.raises(TypeError):
+        await socket.select(bad, None, 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await socket.select(None, bad, 0)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_element_without_getfd_raises() -> None:
+    with pytest.raises(TypeError, match="getfd"):
+        await socket.select([object()], None, 0)  # type: ignore[type-var]
+    with pytest.raises(TypeError, match="getfd"):
+        await socket.select(None, [42], 0)  # type: ignore[type-var]
+
+
+# -- foreign objects --------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_foreign_object_readable_and_writable() -> None:
+    with socketpair() as (a, b):
+        foreign = Foreign(a)
+        assert await socket.select([foreign], None, 0) == TIMEOUT
+        assert await socket.select(None, [foreign], 1) == ([], [foreign], None)
+        b.send(b"data")
+        assert await socket.select([foreign], [foreign], 1) == ([foreign], [foreign], None)
+
+
+@pytest.mark.asyncio
+async def test_dirty_foreign_object_is_readable_at_once() -> None:
+    with socketpair() as (a, _b):
+        foreign = Foreign(a, dirty=True)
+        started = time.monotonic()
+        assert await socket.select([foreign], None, 5) == ([foreign], [], None)
+        assert time.monotonic() - started < 1
+
+
+@pytest.mark.asyncio
+async def test_foreign_object_without_descriptor_is_ignored() -> None:
+    # A negative descriptor means "ignore me", even when dirty (SEMANTICS 9.3).
+    foreign = Foreign(None, dirty=True)
+    assert await socket.select([foreign], [foreign], 0.05) == TIMEOUT
+
+
+@pytest.mark.asyncio
+async def test_foreign_and_own_objects_together() -> None:
+    async with connected() as (_, client, peer):
+        with socketpair() as (a, b):
+            foreign = Foreign(a)
+            b.send(b"z")
+            assert await client.send(b"x") == (1, None)
+            assert await socket.select([peer], None, 2) == ([peer], [], None)
+            assert await socket.select(watch(foreign, peer), None, 2) == ([foreign, peer], [], None)
+
+
+# -- closed objects ---------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_closed_objects_are_ignored() -> None:
+    async with connected() as (server, client, peer):
+        assert await client.send(b"buffered") == (8, None)
+        assert await socket.select([peer], None, 2) == ([peer], [], None)
+        peer.close()
+        server.close()
+        assert await socket.select([peer, server], [peer, server], 0.05) == TIMEOUT
+        with socketpair() as (a, _b):
+            alive = Foreign(a)
+            assert await socket.select(watch(peer, server), watch(peer, alive), 1) == ([], [alive], None)
+
+
+@pytest.mark.asyncio
+async def test_object_closed_during_select_is_dropped() -> None:
+    async with connected() as (server, _client, peer):
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, peer.close)
+        loop.call_later(0.05, server.close)
+        started = time.monotonic()
+        assert await socket.select([peer, server], None, 0.3) == TIMEOUT
+        assert 0.25 <= time.monotonic() - started < 2
+
+
+# -- nothing left behind ------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_cancelled_select_leaves_nothing_registered() -> None:
+    loop = asyncio.get_running_loop()
+    async with connected() as (server, client, peer):
+        with socketpair() as (a, b):
+            foreign = Foreign(a)
+            task = asyncio.ensure_future(socket.select(watch(peer, server, foreign), None, None))
+            await asyncio.sleep(0.05)
+            assert not task.done()
+            assert peer._proto is not None
+            assert len(peer._proto.watchers) == 1
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            _assert_nothing_registered(loop, [peer, client], [server], [a.fileno()])
+            # What arrives now wakes nobody and breaks nothing.
+            assert await client.send(b"x") == (1, None)
+            b.send(b"y")
+            await asyncio.sleep(0.05)
+            assert await socket.select(watch(peer, foreign), None, 1) == ([peer, foreign], [], None)
+            _assert_nothing_registered(loop, [peer, client], [server], [a.fileno()])
+
+
+@pytest.mark.asyncio
+async def test_select_under_asyncio_timeout_leaves_nothing_registered() -> None:
+    loop = asyncio.get_running_loop()
+    async with connected() as (server, client, peer):
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await socket.select([peer, server], None, None)
+        _assert_nothing_registered(loop, [peer, client], [server], [])
+        # The server still accepts through its own reader callback.
+        _, port = server.getsockname()
+        assert isinstance(port, int)
+        other, err = await socket.connect("127.0.0.1", port)
+        assert other is not None, err
+        server.settimeout(2)
+        accepted, err = await server.accept()
+        try:
+            assert accepted is not None, err
+        finally:
+            other.close()
+            if accepted is not None:
+                accepted.close()
+
+
+@pytest.mark.asyncio
+async def test_timed_out_select_leaves_nothing_registered() -> None:
+    loop = asyncio.get_running_loop()
+    async with connected() as (server, client, peer):
+        with socketpair() as (a, _b):
+            foreign = Foreign(a)
+            assert await socket.select(watch(peer, server, foreign), None, 0.05) == TIMEOUT
+            _assert_nothing_registered(loop, [peer, client], [server], [a.fileno()])
+
+
+@pytest.mark.asyncio
+async def test_concurrent_selects_on_one_object() -> None:
+    async with connected() as (_, client, peer):
+        first = asyncio.ensure_future(socket.select([peer], None, 5))
+        second = asyncio.ensure_future(socket.select([peer], None, 5))
+        await asyncio.sleep(0.05)
+        assert await client.send(b"x") == (1, None)
+        assert await first == ([peer], [], None)
+        assert await second == ([peer], [], None)
+        assert peer._proto is not None
+        assert peer._proto.watchers == []
+
+
+@pytest.mark.asyncio
+async def test_select_and_accept_share_the_server() -> None:
+    async with connected() as (server, _client, _peer):
+        _, port = server.getsockname()
+        assert isinstance(port, int)
+        server.settimeout(5)
+        accepting = asyncio.ensure_future(server.accept())
+        selecting = asyncio.ensure_future(socket.select([server], None, 0.3))
+        await asyncio.sleep(0.05)
+        other, err = await socket.connect("127.0.0.1", port)
+        assert other is not None, err
+        try:
+            accepted, err = await accepting
+            assert accepted is not None, err
+            accepted.close()
+            # The select woke too; the connection is gone by now, so it may
+            # either report the server or time out later: it must end cleanly.
+            result = await selecting
+            assert result[2] in (None, "timeout")
+        finally:
+            other.close()
+        assert server._fd_readers == []
+
+
+# -- no descriptor ceiling ----------------------------------------------------------------------
+
+PAIRS = 1100  # 2200 client sockets plus the server: well past FD_SETSIZE (1024)
+
+
+@contextlib.contextmanager
+def enough_descriptors(needed: int) -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {needed}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.asyncio
+async def test_thousands_of_sockets() -> None:
+    with enough_descriptors(2 * PAIRS + 512):
+        server, err = await socket.bind("127.0.0.1", 0, 2 * PAIRS)
+        assert server is not None, err
+        clients: list[socket.Client] = []
+        peers: list[socket.Client] = []
+        try:
+            _, port = server.getsockname()
+            assert isinstance(port, int)
+
+            async def accept_all() -> None:
+                server.settimeout(10)
+                while len(peers) < PAIRS:
+                    peer, err = await server.accept()
+                    assert peer is not None, err
+                    peers.append(peer)
+
+            acceptor = asyncio.ensure_future(accept_all())
+            for start in range(0, PAIRS, 100):
+                batch = await asyncio.gather(
+                    *(socket.connect("127.0.0.1", port) for _ in range(start, min(start + 100, PAIRS)))
+                )
+                for client, err in batch:
+                    assert client is not None, err
+                    clients.append(client)
+            await acceptor
+            everyone = clients + peers
+            assert max(obj.getfd() for obj in everyone) > 1024
+
+            assert await socket.select(everyone, None, 0) == TIMEOUT
+            target = peers[-1]
+            assert await clients[-1].send(b"ping\n") == (5, None)
+            assert await socket.select(everyone, None, 2) == ([target], [], None)
+            assert await target.receive() == (b"ping", None)
+
+            readable, writable, err = await socket.select(None, everyone, 2)
+            assert err is None
+            assert readable == []
+            assert writable == everyone
+
+            # A server and a foreign object with descriptors past 1024.
+            high, err = await socket.bind("127.0.0.1", 0)
+            assert high is not None, err
+            try:
+                assert high.getfd() > 1024
+                _, high_port = high.getsockname()
+                assert isinstance(high_port, int)
+                with socketpair() as (a, b):
+                    assert a.fileno() > 1024
+                    foreign = Foreign(a)
+                    late, err = await socket.connect("127.0.0.1", high_port)
+                    assert late is not None, err
+                    clients.append(late)
+                    b.send(b"!")
+                    watched = watch(*everyone, high, foreign)
+                    assert await socket.select([high], None, 2) == ([high], [], None)
+                    assert await socket.select(watched, None, 2) == ([high, foreign], [], None)
+            finally:
+                high.close()
+        finally:
+            for obj in clients + peers:
+                obj.close()
+            server.close()
+            await asyncio.sleep(0)
+
+
+# -- several selects on one object -------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_concurrent_selects_on_one_foreign_object() -> None:
+    # The loop keeps one reader callback per descriptor: a second select must
+    # not steal the first one's wake-up.
+    with socketpair() as (a, b):
+        foreign = Foreign(a)
+        first = asyncio.ensure_future(socket.select([foreign], None, 3))
+        second = asyncio.ensure_future(socket.select([foreign], None, 3))
+        await asyncio.sleep(0.05)
+        b.send(b"x")
+        started = time.monotonic()
+        one, two = await asyncio.gather(first, second)
+        assert time.monotonic() - started < 1
+        assert one == ([foreign], [], None)
+        assert two == ([foreign], [], None)
+        _assert_nothing_registered(asyncio.get_running_loop(), [], [], [a.fileno()])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("write", [False, True], ids=["read", "write"])
+async def test_cancelled_select_keeps_another_selects_foreign_watch(write: bool) -> None:
+    with socketpair() as (a, b):
+        foreign = Foreign(a)
+        if write:
+            # Fill a's send buffer so that it is not writable.
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    a.send(b"\0" * 65536)
+        recvt, sendt = ([], [foreign]) if write else ([foreign], [])
+        first = asyncio.ensure_future(socket.select(recvt, sendt, 3))
+        second = asyncio.ensure_future(socket.select(recvt, sendt, 3))
+        await asyncio.sleep(0.05)
+        assert not first.done()
+        assert not second.done()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        if write:
+            with contextlib.suppress(BlockingIOError):
+                while b.recv(1 << 20):
+                    pass
+        else:
+            b.send(b"x")
+        started = time.monotonic()
+        expected = ([], [foreign], None) if write else ([foreign], [], None)
+        assert await second == expected
+        assert time.monotonic() - started < 1
+        _assert_nothing_registered(asyncio.get_running_loop(), [], [], [a.fileno()])
+
+
+@pytest.mark.asyncio
+async def test_cancelled_select_keeps_another_selects_server_watch() -> None:
+    async with connected() as (server, _client, _peer):
+        _, port = server.getsockname()
+        assert isinstance(port, int)
+        first = asyncio.ensure_future(socket.select([server], None, 3))
+        second = asyncio.ensure_future(socket.select([server], None, 3))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        other, err = await socket.connect("127.0.0.1", port)
+        assert other is not None, err
+        try:
+            started = time.monotonic()
+            assert await second == ([server], [], None)
+            assert time.monotonic() - started < 1
+        finally:
+            other.close()
+        assert server._fd_readers == []
+
+
+class OnlyGetfd:
+    """LuaSocket's `dirty` is optional: an object with `getfd()` alone."""
+
+    def __init__(self, sock: pysocket.socket) -> None:
+        self.sock = sock
+
+    def getfd(self) -> int:
+        return self.sock.fileno()
+
+
+@pytest.mark.asyncio
+async def test_foreign_object_without_dirty() -> None:
+    with socketpair() as (a, b):
+        # (Selectable asks for dirty() too: the type is stricter than the runtime.)
+        only = cast(Selectable, OnlyGetfd(a))
+        assert await socket.select([only], None, 0) == TIMEOUT
+        b.send(b"x")
+        assert await socket.select([only], [only], 1) == ([only], [only], None)
+
+
+# -- ready means "the call would not wait" -----------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_local_receive_shutdown_is_readable() -> None:
+    async with connected() as (_, client, _peer):
+        assert await socket.select([client], None, 0) == TIMEOUT
+        assert client.shutdown("receive") == 1
+        assert await socket.select([client], None, 1) == ([client], [], None)
+        assert await client.receive() == (b"", "closed")
+
+
+@pytest.mark.asyncio
+async def test_local_send_shutdown_is_writable() -> None:
+    # send returns "closed" at once: it would not wait (the OS reports a
+    # socket shut down for writing as writable to LuaSocket's select).
+    async with connected() as (_, client, _peer):
+        assert client.shutdown("send") == 1
+        assert await socket.select(None, [client], 1) == ([], [client], None)
+        assert await client.send(b"x") == (0, "closed")
+
+
+async def _fill(client: socket.Client) -> int:
+    """Send until the transport is above its high-water mark; return the count."""
+    client.settimeout(0)
+    sent, err = await client.send(b"\0" * (16 * 1024 * 1024))
+    assert err == "timeout"
+    client.settimeout(None)
+    return sent
+
+
+@pytest.mark.asyncio
+async def test_full_transport_is_not_writable_until_it_drains() -> None:
+    async with connected() as (_, client, peer):
+        sent = await _fill(client)
+        assert await socket.select(None, [client], 0) == TIMEOUT
+
+        async def drain() -> None:
+            await asyncio.sleep(0.05)
+            data, err = await peer.receive(sent)
+            assert err is None
+            assert data is not None
+            assert len(data) == sent
+
+        task = asyncio.ensure_future(drain())
+        assert await socket.select(None, [client], 5) == ([], [client], None)
+        await task
+
+
+@pytest.mark.asyncio
+async def test_reset_wakes_a_select_waiting_to_write() -> None:
+    async with connected() as (_, client, peer):
+        await _fill(client)
+        waiting = asyncio.ensure_future(socket.select(None, [client], 5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert peer.setoption("linger", {"on": True, "timeout": 0}) == (1, None)
+        peer.close()
+        started = time.monotonic()
+        assert await waiting == ([], [client], None)
+        assert time.monotonic() - started < 2
+        assert await client.send(b"x") == (0, "closed")
+        # And readable: receive returns "closed" at once too.
+        assert await socket.select([client], None, 0) == ([client], [], None)
+
+
+@pytest.mark.asyncio
+async def test_nan_timeout_raises() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        await socket.select(None, None, float("nan"))
