@@ -758,19 +758,31 @@ async def test_local_send_shutdown_is_writable() -> None:
 
 
 async def _fill(client: socket.Client) -> int:
-    """Send until the transport is above its high-water mark; return the count."""
-    client.settimeout(0)
-    sent, err = await client.send(b"\0" * (16 * 1024 * 1024))
-    assert err == "timeout"
+    """Send until nothing more fits anywhere (the peer does not read); return the count.
+
+    The peer's protocol pauses reading past its high-water mark, the kernel
+    buffers fill, then the transport's buffer passes its own mark: a send
+    that makes no progress for 0.2 s returns "timeout" with all of them full.
+    """
+    client.settimeout(0.2)
+    total = 0
+    for _ in range(16):
+        sent, err = await client.send(b"\0" * (8 * 1024 * 1024))
+        total += sent
+        if err == "timeout":
+            break
+        assert err is None
+    else:
+        pytest.fail("the connection never filled up")
     client.settimeout(None)
-    return sent
+    return total
 
 
 @pytest.mark.asyncio
 async def test_full_transport_is_not_writable_until_it_drains() -> None:
     async with connected() as (_, client, peer):
         sent = await _fill(client)
-        assert await socket.select(None, [client], 0) == TIMEOUT
+        assert await socket.select(None, [client], 0.1) == TIMEOUT
 
         async def drain() -> None:
             await asyncio.sleep(0.05)
