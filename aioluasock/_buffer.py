@@ -120,7 +120,10 @@ class ReceiveBuffer:
             return None
         line = bytes(data[:end])
         self._consume(end + 1)
-        if b"\r" in line:
+        # `13 in line` (CR as an int) is a plain memchr; `b"\r" in line`
+        # first tries the argument as an int and raises and clears a
+        # TypeError internally, which costs more than the rest of this call.
+        if 13 in line:
             line = line.replace(b"\r", b"")
         return line
 

@@ -21,7 +21,7 @@ import time
 import warnings
 from typing import Final, final, overload
 
-from ._buffer import ALL, LINE_PATTERN, NUMBER, Pattern, ReceiveBuffer, parse_pattern
+from ._buffer import ALL, LINE, LINE_PATTERN, NUMBER, Pattern, ReceiveBuffer, parse_pattern
 from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
 from ._options import OptionValue, get_option, lookup, set_option
 from ._protocol import READ_LOW_WATER, WRITE_HIGH_WATER, StreamProtocol
@@ -917,16 +917,78 @@ class Client(_Socket):
             pattern = (
                 LINE_PATTERN if not patterns else _PATTERNS.get(patterns[0]) or parse_pattern(patterns[0])
             )
-            if pattern[0] != ALL:
-                data = self._buffer.read(pattern, False)
+            kind = pattern[0]
+            if kind != ALL:
+                buffer = self._buffer
+                data = buffer.take_line() if kind == LINE else buffer.take(pattern[1])
                 if data is not None:
                     proto = self._proto
-                    if proto is not None and proto.reading_paused and len(self._buffer) <= READ_LOW_WATER:
+                    if proto is not None and proto.reading_paused and len(buffer) <= READ_LOW_WATER:
                         proto.resume_reading()
                     return data, None
+                timeout = self._timeout
+                if (
+                    self._proto is not None
+                    and self._attaching is None
+                    and timeout.block is None
+                    and timeout.total is None
+                ):
+                    return await self._receive_unlimited(pattern)
             return await self._receive([pattern], b"")
         parsed = [parse_pattern(p) for p in patterns] if patterns else [LINE_PATTERN]
         return await self._receive(parsed, _as_bytes(prefix, "prefix"))
+
+    async def _receive_unlimited(self, pattern: Pattern) -> tuple[bytes, None] | tuple[bytes, str]:
+        """`receive`'s path for one "*l" or n pattern, no prefix, no timeout,
+        an attached transport, and nothing complete buffered yet.
+
+        The same steps as `_receive` -> `_read` -> `_wait_readable` with no
+        deadline (the result, the partial on failure, the busy guard, the
+        read waiter and `keep_reading`, the clear after a close), in one frame:
+        no clock reading, no timer, and a single coroutine to resume per wake.
+        """
+        kind, count = pattern
+        buffer = self._buffer
+        new_future = asyncio.get_running_loop().create_future
+        self._recv_busy = True
+        try:
+            while True:
+                proto = self._proto
+                if (
+                    self._closed
+                    or proto is None
+                    or proto.discard
+                    or proto.error is not None
+                    or proto.eof
+                ):
+                    err, ended = self._read_end(proto)
+                    data = buffer.read(pattern, ended)
+                    if data is None:
+                        return buffer.take_partial(kind), err or CLOSED
+                else:
+                    waiter: asyncio.Future[bool] = new_future()
+                    proto.read_waiter = waiter
+                    # A call that needs more than the high-water mark must keep reading.
+                    proto.keep_reading = True
+                    if proto.reading_paused:
+                        proto.resume_reading()
+                    try:
+                        await waiter
+                    finally:
+                        proto.keep_reading = False
+                        if proto.read_waiter is waiter:
+                            proto.read_waiter = None
+                    data = buffer.take_line() if kind == LINE else buffer.take(count)
+                    if data is None:
+                        continue
+                proto = self._proto
+                if proto is not None and proto.reading_paused and len(buffer) <= READ_LOW_WATER:
+                    proto.resume_reading()
+                return data, None
+        finally:
+            self._recv_busy = False
+            if self._closed and not self._keep_buffer:
+                buffer.clear()
 
     async def send(self, *data: Buffer) -> tuple[int, str | None]:
         """Send the byte strings in order.
@@ -946,10 +1008,14 @@ class Client(_Socket):
             if type(chunk) is bytes and proto is not None and not proto.writing_paused:
                 transport = proto.transport
                 size = len(chunk)
+                # `_write_end(proto) is None`, inlined.
                 if (
                     transport is not None
+                    and not self._closed
+                    and not self._send_shut
+                    and proto.error is None
+                    and not transport.is_closing()
                     and size <= WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size()
-                    and self._write_end(proto) is None
                 ):
                     transport.write(chunk)
                     if transport.is_closing():  # failed at once: see `_send`

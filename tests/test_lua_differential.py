@@ -20,10 +20,21 @@ SCRIPTS: Final = sorted(p.name for p in CORPUS.glob("[0-9]*.lua"))
 
 # (script, label) -> why the bridge answers differently. The label is the
 # text before " -> " on an output line; both outputs must still contain it.
+# Script "*": a difference no single-threaded corpus script can show (real
+# LuaSocket blocks the whole interpreter), listed here all the same.
 DIFFERENCES: Final[dict[tuple[str, str], str]] = {
-    ("09_timeouts.lua", "receive(8) b=0.3 per wait, trickle 0.2"): (
-        "DESIGN.md: a block timeout limits each single wait (as the LuaSocket manual and its "
-        "Windows build say); LuaSocket 3.1 on Unix makes it a deadline for the whole call"
+    ("*", "settimeout(t) / settimeout(t, 'b')"): (
+        "DESIGN.md: a block timeout limits each single wait and restarts on progress (as the "
+        "LuaSocket manual and its Windows build say); LuaSocket 3.1 on Unix makes it a deadline for "
+        "the whole call (SEMANTICS 7.4): a peer trickling bytes faster than the block timeout never "
+        "times the bridge out"
+    ),
+    ("*", "argument errors of a tail-called socket function"): (
+        "the bridge's functions are Lua functions: in `return sock:receive(bad)` the caller's frame "
+        "is gone, so the message lacks the caller's position and names the function '?'"
+    ),
+    ("*", "socket.select with more than _SETSIZE sockets"): (
+        "the select shim has no FD_SETSIZE ceiling (DESIGN.md): no 'descriptor too large for set size'"
     ),
     ("04_closed.lua", "send() after RST"): (
         "the engine hands the bytes to the transport, which accepts them after the peer's reset was "
@@ -38,9 +49,10 @@ DIFFERENCES: Final[dict[tuple[str, str], str]] = {
 
 
 def _run(command: list[str]) -> list[str]:
-    done = subprocess.run(command, cwd=CORPUS, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, f"{command} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-    return done.stdout.splitlines()
+    done = subprocess.run(command, cwd=CORPUS, capture_output=True, timeout=60, check=False)
+    out, err = done.stdout.decode("latin-1"), done.stderr.decode("latin-1")
+    assert done.returncode == 0, f"{command} failed ({done.returncode}):\n{out}\n{err}"
+    return out.splitlines()
 
 
 def _label(line: str) -> str:
@@ -73,4 +85,6 @@ def test_same_answers(script: str, loop: str, reference: dict[str, list[str]]) -
 def test_differences_are_used(reference: dict[str, list[str]]) -> None:
     """Every documented difference names a line that the corpus prints."""
     for script, label in DIFFERENCES:
+        if script == "*":  # not observable from one thread under real LuaSocket
+            continue
         assert label in [_label(x) for x in reference[script]], (script, label)

@@ -406,9 +406,9 @@ def test_wrong_value_type_raises(name: str, value: object) -> None:
 
 
 @pytest.mark.asyncio
-async def test_options_inside_a_running_loop_do_not_block() -> None:
-    # A quick sanity check that option calls are plain synchronous calls that
-    # work between awaits on a live connection.
+async def test_nodelay_on_a_live_client() -> None:
+    # Options are plain synchronous calls that work between awaits on a live
+    # connection (the transport owns the descriptor on both loops).
     async with make("client") as client:
         assert isinstance(client, socket.Client)
         assert client.setoption("tcp-nodelay", True) == (1, None)

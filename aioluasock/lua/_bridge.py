@@ -16,6 +16,7 @@ strings stay byte strings; the engine's text arguments are decoded here.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import time
 import weakref
@@ -26,7 +27,7 @@ from .._buffer import NUMBER
 from .._errors import CLOSED, BusyError, errno_text, os_error_text
 from .._options import OPTIONS
 from .._select import select as engine_select
-from .._tcp import Client, Master, Server, _Socket
+from .._tcp import Client, Master, Server, _resolve, _Socket
 from .._timeout import CallDeadline
 
 __all__ = ["Bridge", "ScriptExit"]
@@ -136,12 +137,47 @@ class Bridge:
 
     def table(self) -> dict[bytes, Callable[..., Any]]:
         """The functions `bridge.lua` receives as `B`."""
-        names = (
-            "token tcp close getfd setfd dirty getfamily getsockname getpeername settimeout optkind "
-            "setoption setlinger getoption listen shutdown getstats setstats gettime gethostname foreign "
-            "spawn cancel bind connect accept receive send select sleep global_connect toip tohostname "
-            "getaddrinfo getnameinfo wait waitall exit forget"
-        ).split()
+        names = [
+            "token",
+            "tcp",
+            "close",
+            "getfd",
+            "setfd",
+            "dirty",
+            "getfamily",
+            "getsockname",
+            "getpeername",
+            "settimeout",
+            "optkind",
+            "setoption",
+            "setlinger",
+            "getoption",
+            "listen",
+            "shutdown",
+            "getstats",
+            "setstats",
+            "gettime",
+            "gethostname",
+            "foreign",
+            "spawn",
+            "cancel",
+            "bind",
+            "connect",
+            "accept",
+            "receive",
+            "send",
+            "select",
+            "sleep",
+            "global_connect",
+            "toip",
+            "tohostname",
+            "getaddrinfo",
+            "getnameinfo",
+            "wait",
+            "waitall",
+            "exit",
+            "forget",
+        ]
         return {name.encode(): getattr(self, name) for name in names}
 
     # -- synchronous calls ---------------------------------------------------
@@ -235,7 +271,7 @@ class Bridge:
     @staticmethod
     def settimeout(obj: _Socket, value: float, mode: bytes) -> None:
         # LuaSocket stores any number; NaN never compares, so it never limits.
-        limit = None if value < 0 or value != value else value
+        limit = None if value < 0 or math.isnan(value) else value
         obj._timeout.set(limit, mode.decode())
 
     @staticmethod
@@ -322,6 +358,21 @@ class Bridge:
         return () if err is None else (err.encode(),)
 
     async def connect(self, obj: _Socket, address: bytes, port: bytes) -> Values:
+        sock = obj._sock
+        if (
+            obj._proto is not None
+            and obj._proto.transport is not None
+            and not obj._closed
+            and sock is not None
+        ):
+            # Already connected and under a transport: the engine's `_connect`
+            # would attach a second transport to the descriptor (uvloop then
+            # fails with "File exists"). Ask the kernel, as LuaSocket does.
+            resolved = await _resolve(_text(address), _text(port), obj._family, passive=False)
+            if isinstance(resolved, str):
+                return (resolved.encode(),)
+            code = sock.connect_ex(resolved[0][1])
+            return () if code == 0 else (errno_text(code).encode(),)
         had_family = obj._family != socket.AF_UNSPEC or obj in self._unspec
         try:
             err = await obj._connect(_text(address), _text(port))
@@ -489,7 +540,7 @@ class Bridge:
             names: list[bytes] = []
             service: bytes | bool = False
             for _, _, _, _, sockaddr in infos:
-                hostname, port = await loop.getnameinfo(sockaddr, 0)
+                hostname, port = await loop.getnameinfo(sockaddr[:2], 0)  # type: ignore[arg-type]
                 if host is not None:
                     names.append(hostname.encode())
                 if serv is not None:

@@ -51,7 +51,7 @@ def cli_main(argv: list[str]) -> int:
             index += 1
             script = argv[index] if index < len(argv) else None
             break
-        if item in ("-e", "-l", "--loop") or item.startswith(("-e", "-l")) and len(item) > 2:
+        if item in ("-e", "-l", "--loop") or (item.startswith(("-e", "-l")) and len(item) > 2):
             if len(item) > 2 and item[:2] in ("-e", "-l"):
                 value, flag = item[2:], item[:2]
             elif index + 1 < len(argv):
@@ -111,4 +111,3 @@ def _run(script: Script, loop_name: str) -> ScriptResult:
         result: ScriptResult = uvloop.run(script.run())
         return result
     return asyncio.run(script.run())
-

@@ -32,7 +32,7 @@ _BRIDGE_SOURCE: Final = resources.files(__package__).joinpath("bridge.lua").read
 _SETUP: Final = b"""
 local bridge_source, B, sandbox, extra_path = ...
 local api = assert(load(bridge_source, "=[aioluasock]", "t"))(B)
-local load, stdout = load, io.stdout
+local real_load, stdout = load, io.stdout
 python = nil
 package.loaded.python = nil
 package.preload["socket.core"] = function() return api.socket end
@@ -66,7 +66,7 @@ if sandbox then
   end
 end
 local function compile(source, chunkname)
-  return load(source, chunkname, mode)
+  return real_load(source, chunkname, mode)
 end
 local function set_arg(script_index, ...)
   local t = {}
@@ -257,7 +257,9 @@ class Script:
         extra = None
         if not self._sandbox and os.path.isdir(_DEBIAN_PATH):
             extra = f";{_DEBIAN_PATH}/?.lua;{_DEBIAN_PATH}/?/init.lua".encode()
-        setup = runtime.execute(_SETUP, _BRIDGE_SOURCE, runtime.table_from(bridge.table()), self._sandbox, extra)
+        setup = runtime.execute(
+            _SETUP, _BRIDGE_SOURCE, runtime.table_from(bridge.table()), self._sandbox, extra
+        )
         return runtime, setup
 
     def _chunks(self, compile_chunk: Any) -> list[object]:
@@ -288,7 +290,17 @@ class _Run:
         self._idle: asyncio.Future[None] | None = None
         self._bridge = Bridge(self._spawn, self._tasks, self._running)
         self._runtime, setup = script._runtime(self._bridge)
-        self._step, self._new_root, self._drop, self._raise, self._compile, self._set_arg, self._flush, self._run_all, self._finish = setup
+        (
+            self._step,
+            self._new_root,
+            self._drop,
+            self._raise,
+            self._compile,
+            self._set_arg,
+            self._flush,
+            self._run_all,
+            self._finish,
+        ) = setup
 
     async def run(self) -> ScriptResult:
         script = self._script
@@ -409,4 +421,3 @@ async def run_string(
 ) -> ScriptResult:
     """Run a chunk of Lua source on the running loop (see `Script.run`)."""
     return await Script(source, chunkname, tuple(args), sandbox=sandbox, max_memory=max_memory).run()
-

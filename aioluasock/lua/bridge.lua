@@ -114,7 +114,6 @@ local coroutine_lib = {}
 for k, v in pairs(coroutine) do coroutine_lib[k] = v end
 
 local function resume(co, ...)
-  if type(co) ~= "thread" then argerror(2, 1, "coroutine expected") end
   if roots[co] then return false, "cannot resume non-suspended coroutine" end
   local r = pack(co_resume(co, ...))
   -- A request yielded inside `co`: pass it on to our own resumer (the driver
@@ -142,7 +141,7 @@ local function wrap(f)
 end
 
 function coroutine_lib.resume(co, ...)
-  if type(co) ~= "thread" then argerror(2, 1, "coroutine expected") end
+  if type(co) ~= "thread" then argerror(2, 1, "thread expected, got " .. typename(co, select("#", ...) >= 0)) end
   return resume(co, ...)
 end
 
@@ -157,7 +156,7 @@ function coroutine_lib.yield(...)
 end
 
 function coroutine_lib.status(co)
-  if type(co) ~= "thread" then argerror(2, 1, "coroutine expected") end
+  if type(co) ~= "thread" then argerror(2, 1, "thread expected, got " .. typename(co, co ~= nil)) end
   if passing[co] then return "normal" end
   return co_status(co)
 end

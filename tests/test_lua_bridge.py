@@ -1,0 +1,340 @@
+"""The bridge as an embedding API and a command: results, errors, sandbox,
+cancellation, concurrency with Python tasks, and the 200-client echo server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aioluasock.lua import LuaError, LuaSyntaxError, Script, ScriptResult, run_file, run_string
+
+ECHO = Path(__file__).parent.parent / "benchmarks" / "servers" / "lua_echo.lua"
+
+
+@pytest.mark.asyncio
+async def test_results_and_arguments() -> None:
+    result = await run_string("return 1, 2.5, 'x', nil, {a = 1}, ...", "p", "q")
+    assert result == ScriptResult(0, (1, 2.5, b"x", None, {b"a": 1}, b"p", b"q"))
+    result = await run_string("return arg[0], arg[1], #arg", "one", chunkname="=name")
+    assert result.values == (b"name", b"one", 1)
+
+
+@pytest.mark.asyncio
+async def test_os_exit_ends_the_script_not_the_host() -> None:
+    assert (await run_string("os.exit(7); error('not reached')")).status == 7
+    assert (await run_string("os.exit(true)")).status == 0
+    assert (await run_string("os.exit(false)")).status == 1
+    # Inside pcall and a coroutine: still the end of the script.
+    code = "pcall(function() coroutine.wrap(function() os.exit(4) end)() end); error('not reached')"
+    assert (await run_string(code)).status == 4
+
+
+@pytest.mark.asyncio
+async def test_runtime_error_has_message_and_traceback() -> None:
+    with pytest.raises(LuaError) as info:
+        await run_string("local function f() error('boom') end\nf()", chunkname="@t.lua")
+    assert info.value.message == "t.lua:1: boom"
+    assert "stack traceback:" in info.value.traceback
+    assert "in local 'f'" in info.value.traceback or "in function" in info.value.traceback
+
+
+@pytest.mark.asyncio
+async def test_non_string_error_values_are_kept() -> None:
+    with pytest.raises(LuaError) as info:
+        await run_string("error({code = 42})")
+    assert info.value.message == "(error object is a table value)"
+    assert info.value.value is not None
+    with pytest.raises(LuaError) as info:
+        await run_string("error(setmetatable({}, {__tostring = function() return 'custom' end}))")
+    assert info.value.message == "custom"
+    with pytest.raises(LuaError) as info:
+        await run_string("error(12)")
+    assert info.value.message == "12"
+
+
+@pytest.mark.asyncio
+async def test_syntax_error() -> None:
+    with pytest.raises(LuaSyntaxError) as info:
+        await run_string("x = = 1", chunkname="@bad.lua")
+    assert info.value.message.startswith("bad.lua:1:")
+    assert "unexpected symbol" in info.value.message
+
+
+@pytest.mark.asyncio
+async def test_sandbox_has_no_io_os_load_or_python() -> None:
+    code = """
+    local names = {}
+    for _, n in ipairs({'io', 'os', 'load', 'loadfile', 'dofile', 'debug', 'package', 'python'}) do
+      names[#names + 1] = n .. '=' .. type(_G[n])
+    end
+    local ok, err = pcall(require, 'io')
+    local socket = require 'socket'
+    return table.concat(names, ' '), ok, err, type(socket.tcp)
+    """
+    result = await run_string(code, sandbox=True)
+    assert result.values[0] == (
+        b"io=nil os=nil load=nil loadfile=nil dofile=nil debug=nil package=nil python=nil"
+    )
+    assert result.values[1] is False
+    assert b"not found" in result.values[2]  # type: ignore[operator]
+    assert result.values[3] == b"function"
+    with pytest.raises(LuaSyntaxError):
+        await run_string(b"\x1bLua", sandbox=True)
+
+
+@pytest.mark.asyncio
+async def test_python_objects_are_unreachable() -> None:
+    # Even with `debug`, the bridge's Python functions refuse attribute access.
+    code = """
+    local socket = require 'socket'
+    assert(python == nil and package.loaded.python == nil)
+    local f = debug.getinfo(socket.tcp, 'u')
+    local found, errors = 0, {}
+    for i = 1, f.nups do
+      local name, value = debug.getupvalue(socket.tcp, i)
+      if type(value) == 'function' then
+        for j = 1, 10 do
+          local _, b = debug.getupvalue(value, j)
+          if type(b) == 'table' and b.tcp then
+            found = found + 1
+            local ok, err = pcall(function() return b.tcp.__globals__ end)
+            errors[#errors + 1] = tostring(ok) .. ':' .. tostring(err)
+          end
+        end
+      end
+    end
+    return found, table.concat(errors, ',')
+    """
+    result = await run_string(code)
+    found, errors = result.values
+    assert found >= 1  # type: ignore[operator]
+    assert b"true" not in errors  # type: ignore[operator]
+    assert b"not accessible" in errors  # type: ignore[operator]
+
+
+@pytest.mark.asyncio
+async def test_memory_cap() -> None:
+    with pytest.raises(LuaError) as info:
+        await run_string(
+            "local t = {} for i = 1, 1e8 do t[i] = ('x'):rep(100) .. i end", max_memory=20_000_000
+        )
+    assert "not enough memory" in info.value.message
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _connectable(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+@pytest.mark.asyncio
+async def test_cancelling_an_infinite_wait_closes_the_sockets() -> None:
+    code = """
+    local socket = require 'socket'
+    local srv = assert(socket.bind('127.0.0.1', ...))
+    srv:accept():close()           -- the test's probe connection
+    local c = socket.connect('127.0.0.1', ...)
+    local a = srv:accept()
+    return a:receive()             -- nobody ever sends
+    """
+    port = _free_port()
+    task = Script(code, args=(str(port),)).start()
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if await _connectable(port):
+            break
+    await asyncio.sleep(0.1)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not await _connectable(port)
+
+
+@pytest.mark.asyncio
+async def test_sockets_left_open_are_closed_at_the_end() -> None:
+    result = await run_string(
+        "local s = require 'socket'; local srv = s.bind('127.0.0.1', 0); "
+        "local _, p = srv:getsockname(); return p"
+    )
+    port = int(result.values[0])  # type: ignore[call-overload]
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
+
+
+@pytest.mark.asyncio
+async def test_many_scripts_each_in_its_own_state() -> None:
+    code = "local n = ... ; counter = (counter or 0) + n; require('socket').sleep(0.05); return counter"
+    results = await asyncio.gather(*(run_string(code, str(i)) for i in range(20)))
+    assert [r.values[0] for r in results] == list(range(20))
+
+
+@pytest.mark.asyncio
+async def test_a_timer_keeps_firing_while_lua_does_io() -> None:
+    code = """
+    local socket = require 'socket'
+    local srv = assert(socket.bind('127.0.0.1', 0))
+    local _, port = srv:getsockname()
+    local c = assert(socket.connect('127.0.0.1', port))
+    local a = srv:accept()
+    local total = 0
+    local t0 = socket.gettime()
+    while socket.gettime() - t0 < 0.6 do
+      c:send(string.rep('x', 1000) .. '\\n')
+      total = total + #a:receive()
+      socket.sleep(0.001)
+    end
+    c:close(); a:close(); srv:close()
+    return total
+    """
+    loop = asyncio.get_running_loop()
+    late: list[float] = []
+
+    async def ticker() -> None:
+        for _ in range(10):
+            due = loop.time() + 0.05
+            await asyncio.sleep(0.05)
+            late.append(loop.time() - due)
+
+    result, _ = await asyncio.gather(asyncio.gather(run_string(code), run_string(code)), ticker())
+    assert all(r.values[0] > 0 for r in result)  # type: ignore[operator]
+    assert max(late) < 0.05, late
+
+
+@pytest.mark.asyncio
+async def test_spawn_wait_cancel_waitall() -> None:
+    code = """
+    local aio = require 'aioluasock'
+    local log = {}
+    local t1 = aio.spawn(function(x) aio.sleep(0.05); log[#log + 1] = 'a'; return x * 2, 'done' end, 21)
+    local t2 = aio.spawn(function() aio.sleep(10) end)
+    local t3 = aio.spawn(function() aio.sleep(0.01); log[#log + 1] = 'b' end)
+    local ok, v, w = aio.wait(t1)
+    local cancelled = aio.cancel(t2)
+    local ok2, err2 = t2:wait()
+    aio.waitall()
+    return ok, v, w, cancelled, ok2, err2, table.concat(log, ',')
+    """
+    result = await run_string(code)
+    assert result.values == (True, 42, b"done", True, False, b"cancelled", b"b,a")
+
+
+@pytest.mark.asyncio
+async def test_an_error_in_a_spawned_task_ends_the_script() -> None:
+    code = """
+    local aio = require 'aioluasock'
+    aio.spawn(function() aio.sleep(0.01); error('in task') end)
+    aio.sleep(5)
+    """
+    start = time.monotonic()
+    with pytest.raises(LuaError) as info:
+        await run_string(code, chunkname="@spawn.lua")
+    assert info.value.message == "spawn.lua:3: in task"
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.asyncio
+async def test_two_coroutines_receiving_on_one_socket_is_a_lua_error() -> None:
+    code = """
+    local socket, aio = require 'socket', require 'aioluasock'
+    local srv = socket.bind('127.0.0.1', 0)
+    local _, port = srv:getsockname()
+    local c = socket.connect('127.0.0.1', port)
+    local a = srv:accept()
+    local t = aio.spawn(function() return a:receive() end)
+    aio.sleep(0.05)
+    local ok, err = pcall(a.receive, a)
+    c:send('hi\\n')
+    local _, line = aio.wait(t)
+    return ok, err, line
+    """
+    result = await run_string(code)
+    assert result.values[0] is False
+    assert b"already receiving" in result.values[1]  # type: ignore[operator]
+    assert result.values[2] == b"hi"
+
+
+@pytest.mark.asyncio
+async def test_echo_server_serves_200_concurrent_clients(capfd: pytest.CaptureFixture[str]) -> None:
+    port = _free_port()
+    task = Script.from_file(str(ECHO), (str(port),)).start()
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if await _connectable(port):
+            break
+
+    async def client(i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for k in range(5):
+            writer.write(b"hello %d %d\n" % (i, k))
+            await writer.drain()
+            assert await reader.readline() == b"hello %d %d\n" % (i, k)
+        writer.close()
+        await writer.wait_closed()
+
+    await asyncio.gather(*(client(i) for i in range(200)))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert capfd.readouterr().out == f"READY {port}\n"
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aioluasock", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+    )
+
+
+def test_cli_exit_codes_errors_and_args(tmp_path: Path) -> None:
+    script = tmp_path / "s.lua"
+    script.write_text(
+        "#!/usr/bin/env lua\nprint(arg[0], arg[1], arg[-1], select('#', ...), X)\nos.exit(tonumber(arg[1]))\n"
+    )
+    done = _cli("-e", "X=5", str(script), "3", cwd=tmp_path)
+    assert done.returncode == 3
+    assert done.stdout == f"{script}\t3\tX=5\t1\t5\n"
+    bad = tmp_path / "bad.lua"
+    bad.write_text("local x = \nerror('late')\n")
+    done = _cli(str(bad))
+    assert done.returncode == 1 and "bad.lua:2:" in done.stderr
+    boom = tmp_path / "boom.lua"
+    boom.write_text("local function f()\n  error('boom')\nend\nf()\n")
+    done = _cli("boom.lua", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "aioluasock: boom.lua:2: boom" in done.stderr and "stack traceback:" in done.stderr
+    done = _cli(str(tmp_path / "missing.lua"))
+    assert done.returncode == 1 and "cannot open" in done.stderr
+    done = _cli("-e", "print(1 + 1)")
+    assert done.returncode == 0 and done.stdout == "2\n"
+    done = _cli("--loop", "uvloop", "-e", "print(require('socket')._VERSION)")
+    assert done.stdout == "LuaSocket 3.0.0\n"
+
+
+@pytest.mark.asyncio
+async def test_run_file(tmp_path: Path) -> None:
+    path = tmp_path / "f.lua"
+    path.write_text("return arg[0], ...")
+    result = await run_file(str(path), "a")
+    assert result.values == (str(path).encode(), b"a")
