@@ -1050,6 +1050,11 @@ class Client(_Socket):
                 proto.transport.write_eof()
             if proto is not None:
                 proto.wake_writer()
+                proto.notify()  # a select waiting to write: send now fails at once
+            elif self._sock is not None and not self._closed:
+                # No transport (yet): the socket is still ours to shut down.
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_WR)
         if mode != "send" and proto is not None and not proto.discard:
             proto.discard = True
             proto.wake_reader()
