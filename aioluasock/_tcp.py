@@ -90,6 +90,15 @@ async def _resolve(
     """Resolve with the loop's resolver (never blocking the loop): a list of
     `(family, sockaddr)` or LuaSocket's text for the failure."""
     flags = socket.AI_PASSIVE if passive else 0
+    if not port.isdigit():
+        # A service name ("http", " 80", "-1"): translated here, with the C
+        # library's rules as LuaSocket has them, so that both loops agree
+        # (uvloop's resolver accepts "-1"). Only the local services database
+        # is read; no host is looked up.
+        try:
+            port = str(socket.getaddrinfo(None, port or "0", socket.AF_INET, socket.SOCK_STREAM)[0][4][1])
+        except (OSError, UnicodeError) as exc:
+            return os_error_text(exc) if isinstance(exc, OSError) else str(exc)
     if port.isdigit():
         # A numeric address (or the wildcard) needs no lookup: answer it here
         # instead of queueing it behind real lookups on the resolver's few
