@@ -140,7 +140,11 @@ class ReceiveBuffer:
             if self._journal is not None:
                 self._journal += chunk
             return chunk
-        chunk = bytes(data[:count])
+        # One copy through a view, not two through a bytearray slice (64 KiB
+        # blocks in bulk transfers). The views are released before `_consume`
+        # resizes the bytearray (a live export would make it raise).
+        with memoryview(data) as view:
+            chunk = view[:count].tobytes()
         self._consume(count)
         return chunk
 

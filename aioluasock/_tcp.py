@@ -930,74 +930,64 @@ class Client(_Socket):
             if kind != ALL:
                 buffer = self._buffer
                 data = buffer.take_line() if kind == LINE else buffer.take(pattern[1])
-                if data is not None:
-                    proto = self._proto
-                    if proto is not None and proto.reading_paused and len(buffer) <= READ_LOW_WATER:
-                        proto.resume_reading()
-                    return data, None
-                timeout = self._timeout
-                if (
-                    self._proto is not None
-                    and self._attaching is None
-                    and timeout.block is None
-                    and timeout.total is None
-                ):
-                    return await self._receive_unlimited(pattern)
-            return await self._receive([pattern], b"")
-        parsed = [parse_pattern(p) for p in patterns] if patterns else [LINE_PATTERN]
-        return await self._receive(parsed, _as_bytes(prefix, "prefix"))
-
-    async def _receive_unlimited(self, pattern: Pattern) -> tuple[bytes, None] | tuple[bytes, str]:
-        """`receive`'s path for one "*l" or n pattern, no prefix, no timeout,
-        an attached transport, and nothing complete buffered yet.
-
-        The same steps as `_receive` -> `_read` -> `_wait_readable` with no
-        deadline (the result, the partial on failure, the busy guard, the
-        read waiter and `keep_reading`, the clear after a close), in one frame:
-        no clock reading, no timer, and a single coroutine to resume per wake.
-        """
-        kind, count = pattern
-        buffer = self._buffer
-        new_future = asyncio.get_running_loop().create_future
-        self._recv_busy = True
-        try:
-            while True:
-                proto = self._proto
-                if (
-                    self._closed
-                    or proto is None
-                    or proto.discard
-                    or proto.error is not None
-                    or proto.eof
-                ):
-                    err, ended = self._read_end(proto)
-                    data = buffer.read(pattern, ended)
-                    if data is None:
-                        return buffer.take_partial(kind), err or CLOSED
-                else:
-                    waiter: asyncio.Future[bool] = new_future()
-                    proto.read_waiter = waiter
-                    # A call that needs more than the high-water mark must keep reading.
-                    proto.keep_reading = True
-                    if proto.reading_paused:
-                        proto.resume_reading()
+                if data is None:
+                    timeout = self._timeout
+                    if (
+                        self._proto is None
+                        or self._attaching is not None
+                        or timeout.block is not None
+                        or timeout.total is not None
+                    ):
+                        return await self._receive([pattern], b"")
+                    # No timeout and an attached transport: wait right here.
+                    # These are the steps of `_receive` -> `_read` ->
+                    # `_wait_readable` with no deadline (the result, the
+                    # partial on failure, the busy guard, the read waiter and
+                    # `keep_reading`, the clear after a close), inlined: no
+                    # clock reading, no timer, and one coroutine to resume per
+                    # wake instead of four.
+                    new_future = asyncio.get_running_loop().create_future
+                    self._recv_busy = True
                     try:
-                        await waiter
+                        while data is None:
+                            waiting = self._proto
+                            if (
+                                self._closed
+                                or waiting is None
+                                or waiting.discard
+                                or waiting.error is not None
+                                or waiting.eof
+                            ):
+                                err, ended = self._read_end(waiting)
+                                data = buffer.read(pattern, ended)
+                                if data is None:
+                                    return buffer.take_partial(kind), err or CLOSED
+                                break
+                            waiter: asyncio.Future[bool] = new_future()
+                            waiting.read_waiter = waiter
+                            # A call that needs more than the high-water mark must keep reading.
+                            waiting.keep_reading = True
+                            if waiting.reading_paused:
+                                waiting.resume_reading()
+                            try:
+                                await waiter
+                            finally:
+                                waiting.keep_reading = False
+                                if waiting.read_waiter is waiter:
+                                    waiting.read_waiter = None
+                            data = buffer.take_line() if kind == LINE else buffer.take(pattern[1])
                     finally:
-                        proto.keep_reading = False
-                        if proto.read_waiter is waiter:
-                            proto.read_waiter = None
-                    data = buffer.take_line() if kind == LINE else buffer.take(count)
-                    if data is None:
-                        continue
+                        self._recv_busy = False
+                        # mypy keeps the narrowing of `self._closed` from before the await.
+                        if self._closed and not self._keep_buffer:  # type: ignore[unreachable]
+                            buffer.clear()  # type: ignore[unreachable]
                 proto = self._proto
                 if proto is not None and proto.reading_paused and len(buffer) <= READ_LOW_WATER:
                     proto.resume_reading()
                 return data, None
-        finally:
-            self._recv_busy = False
-            if self._closed and not self._keep_buffer:
-                buffer.clear()
+            return await self._receive([pattern], b"")
+        parsed = [parse_pattern(p) for p in patterns] if patterns else [LINE_PATTERN]
+        return await self._receive(parsed, _as_bytes(prefix, "prefix"))
 
     async def send(self, *data: Buffer) -> tuple[int, str | None]:
         """Send the byte strings in order.

@@ -151,7 +151,9 @@ class ServerProcess:
             self.process.stdout.close()
 
 
-def start_server(name: str, argv: Sequence[str], cpus: set[int] | None, timeout: float = 20.0) -> ServerProcess:
+def start_server(
+    name: str, argv: Sequence[str], cpus: set[int] | None, timeout: float = 20.0
+) -> ServerProcess:
     """Start a server pinned to `cpus` and wait for its "READY <port>" line."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
@@ -220,6 +222,7 @@ def run_load(
     server: ServerProcess,
     cpus: set[int] | None,
     options: dict[str, int | float],
+    *,
     timeout: float,
 ) -> LoadResult:
     """Run one load generator scenario against `server`."""
@@ -265,7 +268,9 @@ def run_load(
         process.stdout.close()
         process.stderr.close()
     if result is None:
-        return LoadResult({}, error=f"load generator failed (exit {process.returncode}): {stderr.strip()[-300:]}")
+        return LoadResult(
+            {}, error=f"load generator failed (exit {process.returncode}): {stderr.strip()[-300:]}"
+        )
     load = LoadResult(result)
     if end_time > start_time:
         load.server_cpu = (cpu_end - cpu_start) / (end_time - start_time)
@@ -329,7 +334,7 @@ def _version_of(argv: Sequence[str]) -> str | None:
 
 def machine_info(loadgen_kind: str) -> dict[str, Any]:
     """Name the machine, the loops, Python and the packages of this run."""
-    import importlib.metadata as metadata
+    from importlib import metadata
 
     def package(name: str) -> str | None:
         try:
@@ -382,4 +387,5 @@ def _libuv_version() -> str | None:
 
 def _copas_version(lua: str) -> str | None:
     script = (SERVERS_DIR / "copas_echo.lua").read_text().split("local socket", 1)[0]
-    return _version_of([lua, "-e", script + "io.write(require('copas')._VERSION)"])
+    # (the script starts with a comment: "--..." as an argument would read as an option)
+    return _version_of([lua, "-e", "local _\n" + script + "io.write(require('copas')._VERSION)"])

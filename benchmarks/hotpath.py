@@ -198,7 +198,9 @@ async def run_all(lines: int, profile: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("loop", nargs="?", default="uvloop", choices=("asyncio", "uvloop"))
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--profile", action="store_true")

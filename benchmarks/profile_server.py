@@ -26,7 +26,9 @@ from benchmarks import harness
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("kind")
     parser.add_argument("loop", choices=("asyncio", "uvloop"))
     parser.add_argument("--bulk", action="store_true")
@@ -42,8 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "profile.out"
         argv_server = [
-            sys.executable, "-m", "cProfile", "-o", str(out), str(harness.SERVERS_DIR / "py_echo.py"),
-            options.kind, options.loop, *(["--bulk"] if options.bulk else []), "0",
+            sys.executable,
+            "-m",
+            "cProfile",
+            "-o",
+            str(out),
+            str(harness.SERVERS_DIR / "py_echo.py"),
+            options.kind,
+            options.loop,
+            *(["--bulk"] if options.bulk else []),
+            "0",
         ]
         server = harness.start_server(options.kind, argv_server, server_cpus)
         try:
@@ -53,14 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 options.mode,
                 server,
                 load_cpus,
-                {"conns": options.conns, "size": options.size, "duration": options.seconds, "warmup": 0.2,
-                 "window": max(65536, 16 * options.size)},
+                {
+                    "conns": options.conns,
+                    "size": options.size,
+                    "duration": options.seconds,
+                    "warmup": 0.2,
+                    "window": max(65536, 16 * options.size),
+                },
                 timeout=60 + options.seconds,
             )
         finally:
             server.stop()
-        print(f"load: {load.data.get('rate', 0):,.0f}/s, {load.data.get('mbps', 0):.1f} MB/s under cProfile; "
-              f"server CPU {load.server_cpu:.0%}; error: {load.error}")
+        print(
+            f"load: {load.data.get('rate', 0):,.0f}/s, {load.data.get('mbps', 0):.1f} MB/s under cProfile; "
+            f"server CPU {load.server_cpu:.0%}; error: {load.error}"
+        )
         stats = pstats.Stats(str(out))
         stats.sort_stats("tottime").print_stats(options.top)
         stats.sort_stats("cumulative").print_stats(options.top)

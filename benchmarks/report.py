@@ -91,7 +91,9 @@ class Results:
         for record in self.records:
             if record.get("error"):
                 where = record.get("server") or record.get("loop")
-                seen.append(f"{record['scenario']} / {where} round {record.get('round', 0) + 1}: {record['error']}")
+                seen.append(
+                    f"{record['scenario']} / {where} round {record.get('round', 0) + 1}: {record['error']}"
+                )
         return seen
 
     def ratio(self, scenario: str, server: str, baseline: str) -> tuple[float, float, float] | None:
@@ -104,7 +106,10 @@ class Results:
         paired = [
             a / b
             for k, a in by_round_a.items()
-            if isinstance(a, float) and isinstance(b := by_round_b.get(k), float) and b > 0 and math.isfinite(a)
+            if isinstance(a, float)
+            and isinstance(b := by_round_b.get(k), float)
+            and b > 0
+            and math.isfinite(a)
         ]
         low, high = (min(paired), max(paired)) if paired else (math.nan, math.nan)
         return mine.median / theirs.median, low, high
@@ -144,7 +149,7 @@ def _ratio_cell(ratio: tuple[float, float, float] | None) -> str:
         return "—"
     value, low, high = ratio
     if math.isfinite(low):
-        return f"**{value:.2f}x** ({low:.2f}–{high:.2f})"
+        return f"**{value:.2f}x** ({low:.2f}-{high:.2f})"
     return f"**{value:.2f}x**"
 
 
@@ -163,31 +168,77 @@ def targets() -> list[Target]:
     for conns in ("10", "100", "1000"):
         scenario = f"pingpong-{conns}"
         found += [
-            Target(f"uvloop ping-pong {conns}: ≥ 0.9x line Protocol", scenario, "aioluasock-uvloop",
-                   "line-protocol-uvloop", 0.9),
-            Target(f"uvloop ping-pong {conns}: ≥ 1.3x streams", scenario, "aioluasock-uvloop", "streams-uvloop", 1.3),
-            Target(f"uvloop ping-pong {conns}: ≥ {1.5 if conns == '1000' else 1.2}x Copas", scenario,
-                   "aioluasock-uvloop", "copas", 1.5 if conns == "1000" else 1.2),
+            Target(
+                f"uvloop ping-pong {conns}: ≥ 0.9x line Protocol",
+                scenario,
+                "aioluasock-uvloop",
+                "line-protocol-uvloop",
+                0.9,
+            ),
+            Target(
+                f"uvloop ping-pong {conns}: ≥ 1.3x streams",
+                scenario,
+                "aioluasock-uvloop",
+                "streams-uvloop",
+                1.3,
+            ),
+            Target(
+                f"uvloop ping-pong {conns}: ≥ {1.5 if conns == '1000' else 1.2}x Copas",
+                scenario,
+                "aioluasock-uvloop",
+                "copas",
+                1.5 if conns == "1000" else 1.2,
+            ),
         ]
     found += [
-        Target("uvloop bulk receive(65536): ≥ 0.8x raw Protocol", "bulk", "aioluasock-uvloop",
-               "raw-protocol-uvloop", 0.8),
-        Target("uvloop connection rate: ≥ 0.9x line Protocol", "connrate", "aioluasock-uvloop",
-               "line-protocol-uvloop", 0.9),
+        Target(
+            "uvloop bulk receive(65536): ≥ 0.8x raw Protocol",
+            "bulk",
+            "aioluasock-uvloop",
+            "raw-protocol-uvloop",
+            0.8,
+        ),
+        Target(
+            "uvloop connection rate: ≥ 0.9x line Protocol",
+            "connrate",
+            "aioluasock-uvloop",
+            "line-protocol-uvloop",
+            0.9,
+        ),
     ]
     for conns in ("10", "100", "1000"):
         scenario = f"pingpong-{conns}"
         found += [
-            Target(f"asyncio ping-pong {conns}: ≥ 0.9x line Protocol", scenario, "aioluasock-asyncio",
-                   "line-protocol-asyncio", 0.9),
-            Target(f"asyncio ping-pong {conns}: ≥ 1.1x streams", scenario, "aioluasock-asyncio",
-                   "streams-asyncio", 1.1),
+            Target(
+                f"asyncio ping-pong {conns}: ≥ 0.9x line Protocol",
+                scenario,
+                "aioluasock-asyncio",
+                "line-protocol-asyncio",
+                0.9,
+            ),
+            Target(
+                f"asyncio ping-pong {conns}: ≥ 1.1x streams",
+                scenario,
+                "aioluasock-asyncio",
+                "streams-asyncio",
+                1.1,
+            ),
         ]
     found += [
-        Target("idle memory per connection ≤ streams (uvloop)", "memory", "aioluasock-uvloop", "streams-uvloop",
-               maximum=1.0),
-        Target("idle memory per connection ≤ streams (asyncio)", "memory", "aioluasock-asyncio",
-               "streams-asyncio", maximum=1.0),
+        Target(
+            "idle memory per connection ≤ streams (uvloop)",
+            "memory",
+            "aioluasock-uvloop",
+            "streams-uvloop",
+            maximum=1.0,
+        ),
+        Target(
+            "idle memory per connection ≤ streams (asyncio)",
+            "memory",
+            "aioluasock-asyncio",
+            "streams-asyncio",
+            maximum=1.0,
+        ),
     ]
     return found
 
@@ -230,7 +281,8 @@ def markdown(results: Results, plot_name: str | None) -> str:
         "| machine | |",
         "|---|---|",
         f"| CPU | {meta['cpu']}, {meta['cores']} cores (usable: {meta['cores_usable']}) |",
-        f"| pinning | servers on core {meta['server_cores']}, load generator on core {meta['loadgen_cores']} |",
+        f"| pinning | servers on core {meta['server_cores']}, "
+        f"load generator on core {meta['loadgen_cores']} |",
         f"| OS | {meta['os']} (kernel {meta['kernel']}) |",
         f"| Python | {meta['python']} |",
         f"| aioluasock | {meta['aioluasock']} (git {meta['git']}) |",
@@ -238,7 +290,7 @@ def markdown(results: Results, plot_name: str | None) -> str:
         f"| Lua | {meta.get('lua')}, {meta.get('luasocket')}, {meta.get('copas')}; lupa {meta.get('lupa')} |",
         f"| load generator | {meta['loadgen']}; {meta.get('cc') or 'no C compiler'} |",
         "",
-        "Cells are medians with ± half the spread ((max − min) / median / 2) over the rounds. "
+        "Cells are medians with ± half the spread ((max - min) / median / 2) over the rounds. "
         "Ratios divide medians of the same run; in brackets, the range of the per-round ratios "
         "(servers measured back to back). Absolute numbers depend on a shared, noisy machine; "
         "compare ratios.",
@@ -262,21 +314,40 @@ def markdown(results: Results, plot_name: str | None) -> str:
         "|---|" + "---:|" * len(present),
     ]
     for server in results.servers:
-        cells = [_cell(results.stat(c, server), "MB/s" if c in ("bulk", "pipeline") else "B" if c == "memory"
-                       else "") for c in present]
+        cells = [
+            _cell(
+                results.stat(c, server), "MB/s" if c in ("bulk", "pipeline") else "B" if c == "memory" else ""
+            )
+            for c in present
+        ]
         lines.append(f"| {_label(results, server)} | " + " | ".join(cells) + " |")
-    memory_conns = {r.get("conns") for r in results.records if r["scenario"] == "memory" and r.get("conns")}
+    memory_conns: set[int] = {
+        int(r["conns"]) for r in results.records if r["scenario"] == "memory" and r.get("conns")
+    }
     if memory_conns:
-        lines += ["", f"Idle connections held: {', '.join(str(c) for c in sorted(memory_conns))} "
-                  "(Copas stops below FD_SETSIZE, its select() limit)."]
+        lines += [
+            "",
+            f"Idle connections held: {', '.join(str(c) for c in sorted(memory_conns))} "
+            "(Copas stops below FD_SETSIZE, its select() limit).",
+        ]
 
     lines += ["", "## Ratios", ""]
     for loop in ("uvloop", "asyncio"):
         me = f"aioluasock-{loop}"
         if me not in results.servers:
             continue
-        baselines = [b for b in (f"line-protocol-{loop}", f"streams-{loop}", f"raw-protocol-{loop}", "copas",
-                                 "lua-bridge", "c-epoll") if b in results.servers]
+        baselines = [
+            b
+            for b in (
+                f"line-protocol-{loop}",
+                f"streams-{loop}",
+                f"raw-protocol-{loop}",
+                "copas",
+                "lua-bridge-uvloop",
+                "c-epoll",
+            )
+            if b in results.servers
+        ]
         lines += [
             f"aioluasock on {loop} divided by each baseline (above 1 = aioluasock faster; memory: above 1 = "
             "aioluasock uses more):",
@@ -286,8 +357,11 @@ def markdown(results: Results, plot_name: str | None) -> str:
         ]
         for column in present:
             cells = [_ratio_cell(results.ratio(column, me, b)) for b in baselines]
-            lines.append(f"| {SHORT[column] if column not in PINGPONG else 'ping-pong ' + SHORT[column]} | "
-                         + " | ".join(cells) + " |")
+            lines.append(
+                f"| {SHORT[column] if column not in PINGPONG else 'ping-pong ' + SHORT[column]} | "
+                + " | ".join(cells)
+                + " |"
+            )
         lines.append("")
 
     pingpong = [c for c in (*PINGPONG, "pingpong-1k-100") if c in present]
@@ -299,8 +373,11 @@ def markdown(results: Results, plot_name: str | None) -> str:
             "request in µs (from /proc: it shows a server's cost even where the load generator, not the "
             "server, is the bottleneck):",
             "",
-            "| server | " + " | ".join(f"{SHORT[c]} p50/p99" for c in pingpong) + " | "
-            + " | ".join(f"{SHORT[c]} CPU µs/req" for c in pingpong) + " |",
+            "| server | "
+            + " | ".join(f"{SHORT[c]} p50/p99" for c in pingpong)
+            + " | "
+            + " | ".join(f"{SHORT[c]} CPU µs/req" for c in pingpong)
+            + " |",
             "|---|" + "---:|" * (2 * len(pingpong)),
         ]
         for server in results.servers:
@@ -314,13 +391,18 @@ def markdown(results: Results, plot_name: str | None) -> str:
             lines.append(f"| {_label(results, server)} | " + " | ".join(cells) + " |")
         loadgen = [results.stat(c, s, "loadgen_cpu") for c in pingpong for s in results.servers]
         busiest = max((s.median for s in loadgen if s), default=math.nan)
-        lines += ["", f"The load generator's own core was at most {busiest:.0%} busy in these scenarios "
-                  "(100% would mean it, not the server, set the pace).", ""]
+        lines += [
+            "",
+            f"The load generator's own core was at most {busiest:.0%} busy in these scenarios "
+            "(100% would mean it, not the server, set the pace).",
+            "",
+        ]
 
     select = results.select_stats()
     if select:
-        keys = sorted({k for points in select.values() for k in points}, key=lambda k: (int(k.split()[0]),
-                                                                                        "high" in k))
+        keys = sorted(
+            {k for points in select.values() for k in points}, key=lambda k: (int(k.split()[0]), "high" in k)
+        )
         lines += [
             "## select",
             "",
@@ -341,7 +423,7 @@ def markdown(results: Results, plot_name: str | None) -> str:
 
 
 def plot(results: Results, path: Path) -> bool:
-    """Bar charts per scenario (median, min–max whiskers) and the select curve."""
+    """Bar charts per scenario (median, min-max whiskers) and the select curve."""
     try:
         import matplotlib
 
@@ -385,8 +467,13 @@ def plot(results: Results, path: Path) -> bool:
             sizes = sorted(int(k) for k in points if "high" not in k)
             ax.plot(sizes, [points[str(s)].median for s in sizes], marker="o", label=loop)
             if "10 (high fds)" in points:
-                ax.plot([10], [points["10 (high fds)"].median], marker="x", linestyle="none",
-                        label=f"{loop}, 10 high fds")
+                ax.plot(
+                    [10],
+                    [points["10 (high fds)"].median],
+                    marker="x",
+                    linestyle="none",
+                    label=f"{loop}, 10 high fds",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("sockets passed (one ready)", fontsize=8)
@@ -399,7 +486,7 @@ def plot(results: Results, path: Path) -> bool:
     meta = results.meta
     fig.suptitle(
         f"aioluasock {meta['aioluasock']} benchmarks, {meta['date']}: {meta['cpu']} ({meta['cores']} cores), "
-        f"{meta['python']}, uvloop {meta['uvloop']}; medians of {meta['rounds']} rounds, whiskers min–max",
+        f"{meta['python']}, uvloop {meta['uvloop']}; medians of {meta['rounds']} rounds, whiskers min-max",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -35,8 +34,8 @@ from benchmarks import harness, report
 PY = sys.executable
 PY_ECHO = str(harness.SERVERS_DIR / "py_echo.py")
 LUA_ECHO = harness.SERVERS_DIR / "lua_echo.lua"
-COPAS_FD_LIMIT = 900
-"""Copas waits with select(): descriptors past FD_SETSIZE (1024) make it fail."""
+COPAS_FD_LIMIT = 1000
+"""Copas waits with select(): descriptors past FD_SETSIZE (1024) make it fail (1000 connections fit)."""
 
 
 @dataclass(frozen=True)
@@ -64,26 +63,37 @@ def all_servers(c_echo: Path | None) -> dict[str, Server]:
     for loop in ("uvloop", "asyncio"):
         servers += [
             Server(f"aioluasock-{loop}", f"aioluasock, {loop}", _python_server("aioluasock", loop)),
-            Server(f"line-protocol-{loop}", f"hand-written line Protocol, {loop}", _python_server("line-protocol", loop)),
+            Server(
+                f"line-protocol-{loop}",
+                f"hand-written line Protocol, {loop}",
+                _python_server("line-protocol", loop),
+            ),
             Server(f"streams-{loop}", f"asyncio streams, {loop}", _python_server("streams", loop)),
-            Server(f"raw-protocol-{loop}", f"raw Protocol echo, {loop}", _python_server("raw-protocol", loop)),
+            Server(
+                f"raw-protocol-{loop}", f"raw Protocol echo, {loop}", _python_server("raw-protocol", loop)
+            ),
         ]
     lua = shutil.which("lua5.4")
     if lua is not None:
         copas = harness.SERVERS_DIR / "copas_echo.lua"
         servers.append(
-            Server("copas", "Copas 1.x on LuaSocket 3.1, Lua 5.4", lambda bulk: [lua, str(copas)], COPAS_FD_LIMIT)
+            Server(
+                "copas", "Copas 1.x on LuaSocket 3.1, Lua 5.4", lambda bulk: [lua, str(copas)], COPAS_FD_LIMIT
+            )
         )
     if LUA_ECHO.exists() and _lua_bridge_available():
         servers.append(
             Server(
-                "lua-bridge",
-                "lua_echo.lua under the aioluasock bridge",
-                lambda bulk: [PY, "-m", "aioluasock", "run", str(LUA_ECHO)],
+                "lua-bridge-uvloop",
+                "lua_echo.lua under the aioluasock bridge, uvloop",
+                lambda bulk: [PY, "-m", "aioluasock", "run", "--loop", "uvloop", str(LUA_ECHO)],
             )
         )
     else:
-        print("note: the Lua bridge server is skipped (benchmarks/servers/lua_echo.lua or aioluasock.lua missing)")
+        print(
+            "note: the Lua bridge server is skipped "
+            "(benchmarks/servers/lua_echo.lua or aioluasock.lua missing)"
+        )
     return {server.name: server for server in servers}
 
 
@@ -111,13 +121,32 @@ class Scenario:
 def scenarios(quick: bool) -> list[Scenario]:
     line = {"size": 64}
     every = [
-        Scenario("pingpong-1", "ping-pong 64 B, 1 connection", "pingpong", {**line, "conns": 1}, "rate", "req/s"),
-        Scenario("pingpong-10", "ping-pong 64 B, 10 connections", "pingpong", {**line, "conns": 10}, "rate", "req/s"),
         Scenario(
-            "pingpong-100", "ping-pong 64 B, 100 connections", "pingpong", {**line, "conns": 100}, "rate", "req/s"
+            "pingpong-1", "ping-pong 64 B, 1 connection", "pingpong", {**line, "conns": 1}, "rate", "req/s"
         ),
         Scenario(
-            "pingpong-1000", "ping-pong 64 B, 1000 connections", "pingpong", {**line, "conns": 1000}, "rate", "req/s"
+            "pingpong-10",
+            "ping-pong 64 B, 10 connections",
+            "pingpong",
+            {**line, "conns": 10},
+            "rate",
+            "req/s",
+        ),
+        Scenario(
+            "pingpong-100",
+            "ping-pong 64 B, 100 connections",
+            "pingpong",
+            {**line, "conns": 100},
+            "rate",
+            "req/s",
+        ),
+        Scenario(
+            "pingpong-1000",
+            "ping-pong 64 B, 1000 connections",
+            "pingpong",
+            {**line, "conns": 1000},
+            "rate",
+            "req/s",
         ),
         Scenario(
             "pingpong-1k-100",
@@ -163,8 +192,14 @@ def scenarios(quick: bool) -> list[Scenario]:
             names = (*subset, "raw-protocol-uvloop") if scenario.bulk else subset
             result.append(
                 Scenario(
-                    scenario.name, scenario.title, scenario.mode, scenario.options, scenario.metric,
-                    scenario.unit, names, scenario.bulk,
+                    scenario.name,
+                    scenario.title,
+                    scenario.mode,
+                    scenario.options,
+                    scenario.metric,
+                    scenario.unit,
+                    names,
+                    scenario.bulk,
                 )
             )
     return result
@@ -193,6 +228,7 @@ def run_scenario(
     scenario: Scenario,
     servers: Sequence[Server],
     loadgen: Sequence[str],
+    *,
     rounds: int,
     duration: float,
     warmup: float,
@@ -222,11 +258,19 @@ def run_scenario(
         for round_index in range(rounds):
             for name, process in running.items():
                 if not process.alive():
-                    records.append({"scenario": scenario.name, "server": name, "round": round_index,
-                                    "error": "server died"})
+                    records.append(
+                        {
+                            "scenario": scenario.name,
+                            "server": name,
+                            "round": round_index,
+                            "error": "server died",
+                        }
+                    )
                     progress.step(f"{scenario.name} {name}: server died")
                     continue
-                load = harness.run_load(loadgen, scenario.mode, process, load_cpus, options, timeout=90 + duration)
+                load = harness.run_load(
+                    loadgen, scenario.mode, process, load_cpus, options, timeout=90 + duration
+                )
                 value = float(load.data.get(scenario.metric, math.nan)) if load.data else math.nan
                 record: dict[str, Any] = {
                     "scenario": scenario.name,
@@ -262,8 +306,12 @@ def run_memory(
     for round_index in range(rounds):
         for server in servers:
             conns = min(count, server.max_conns)
-            record: dict[str, Any] = {"scenario": "memory", "server": server.name, "round": round_index,
-                                      "conns": conns}
+            record: dict[str, Any] = {
+                "scenario": "memory",
+                "server": server.name,
+                "round": round_index,
+                "conns": conns,
+            }
             try:
                 process = harness.start_server(server.name, [*server.argv(False), "0"], server_cpus)
             except RuntimeError as exc:
@@ -308,12 +356,18 @@ def run_select(sizes: Sequence[int], rounds: int, progress: Progress) -> list[di
                 text=True,
                 cwd=harness.ROOT,
                 timeout=300,
-                preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus)) if server_cpus else None,  # noqa: PLW1509
+                preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus)) if server_cpus else None,
                 check=False,
             )
             if result.returncode != 0:
-                records.append({"scenario": "select", "loop": loop, "round": round_index,
-                                "error": result.stderr.strip()[-300:]})
+                records.append(
+                    {
+                        "scenario": "select",
+                        "loop": loop,
+                        "round": round_index,
+                        "error": result.stderr.strip()[-300:],
+                    }
+                )
                 progress.step(f"select {loop}: failed")
                 continue
             for point in json.loads(result.stdout):
@@ -324,11 +378,15 @@ def run_select(sizes: Sequence[int], rounds: int, progress: Progress) -> list[di
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a small subset, for a smoke run (< 2 minutes)")
     parser.add_argument("--rounds", type=int, default=None, help="repeats of each point (default 3; quick 2)")
     parser.add_argument("--duration", type=float, default=None, help="measured seconds per point (default 2)")
-    parser.add_argument("--warmup", type=float, default=None, help="unmeasured seconds before each (default 0.5)")
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="unmeasured seconds before each (default 0.5)"
+    )
     parser.add_argument("--only", default=None, help="comma-separated scenario names to run")
     parser.add_argument("--servers", default=None, help="comma-separated server names to run")
     parser.add_argument("--out", type=Path, default=harness.HERE / "results", help="output directory")
@@ -342,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     harness.raise_nofile()
     server_cpus, load_cpus = harness.cores()
+    cores_usable = len(os.sched_getaffinity(0))
     if load_cpus is not None:
         os.sched_setaffinity(0, load_cpus)  # keep the runner off the server's core
     loadgen, loadgen_kind = harness.loadgen_command()
@@ -352,12 +411,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers = {name: server for name, server in servers.items() if name in wanted}
     meta = harness.machine_info(loadgen_kind)
     meta.update(
-        mode="quick" if quick else "full", rounds=rounds, duration=duration, warmup=warmup,
-        server_cores=sorted(server_cpus or []), loadgen_cores=sorted(load_cpus or []),
+        cores_usable=cores_usable,
+        mode="quick" if quick else "full",
+        rounds=rounds,
+        duration=duration,
+        warmup=warmup,
+        server_cores=sorted(server_cpus or []),
+        loadgen_cores=sorted(load_cpus or []),
         servers={name: server.label for name, server in servers.items()},
     )
-    print(f"aioluasock benchmarks ({meta['mode']}): load generator {loadgen_kind}, "
-          f"server on cores {meta['server_cores']}, load on {meta['loadgen_cores']}")
+    print(
+        f"aioluasock benchmarks ({meta['mode']}): load generator {loadgen_kind}, "
+        f"server on cores {meta['server_cores']}, load on {meta['loadgen_cores']}"
+    )
 
     todo = scenarios(quick)
     only = set(options.only.split(",")) if options.only else None
@@ -389,11 +455,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             {"name": s.name, "title": s.title, "metric": s.metric, "unit": s.unit, "options": s.options}
             for s, _ in plan
         ]
-        raw_path.write_text(json.dumps({"meta": meta, "scenarios": scenario_meta, "records": records}, indent=1))
+        raw_path.write_text(
+            json.dumps({"meta": meta, "scenarios": scenario_meta, "records": records}, indent=1)
+        )
 
     started = time.monotonic()
     for scenario, scenario_servers in plan:
-        records += run_scenario(scenario, scenario_servers, loadgen, rounds, duration, warmup, progress)
+        records += run_scenario(
+            scenario,
+            scenario_servers,
+            loadgen,
+            rounds=rounds,
+            duration=duration,
+            warmup=warmup,
+            progress=progress,
+        )
         save()
     if do_memory:
         records += run_memory(memory_servers, loadgen, rounds, idle_count, progress)

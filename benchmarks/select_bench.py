@@ -88,8 +88,14 @@ async def bench(port: int, sizes: Sequence[int]) -> list[dict[str, Any]]:
         # 10 sockets with the highest descriptors (the ready one among them).
         high = [*clients[largest + 1 :], ready]
         us = await _time_select(high)
-        points.append({"sockets": len(high), "high_fds": True, "us_per_call": us,
-                       "min_fd": min(c.getfd() for c in high)})
+        points.append(
+            {
+                "sockets": len(high),
+                "high_fds": True,
+                "us_per_call": us,
+                "min_fd": min(c.getfd() for c in high),
+            }
+        )
         return points
     finally:
         for client in clients:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import resource
 import signal
 import sys
@@ -84,7 +85,9 @@ async def aioluasock_server(port: int, bulk: bool) -> None:
             client.close()
 
     handle = echo_blocks if bulk else echo_lines
-    ready(server.getsockname()[1] or 0)
+    _, bound = server.getsockname()
+    assert isinstance(bound, int)
+    ready(bound)
     while True:
         client, err = await server.accept()
         if client is None:
@@ -171,7 +174,9 @@ async def streams_server(port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("kind", choices=("aioluasock", "line-protocol", "raw-protocol", "streams"))
     parser.add_argument("loop", choices=("asyncio", "uvloop"))
     parser.add_argument("port", type=int)
@@ -187,19 +192,27 @@ def main(argv: list[str] | None = None) -> int:
         main_coro = protocol_server(options.port, RawProtocol)
     else:
         main_coro = streams_server(options.port)
-    # SIGTERM from the runner: leave quietly (the default action would too, but
-    # without a traceback on stderr when Python is in the middle of something).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         if options.loop == "uvloop":
             import uvloop
 
-            uvloop.run(main_coro)
+            uvloop.run(until_terminated(main_coro))
         else:
-            asyncio.run(main_coro)
-    except (KeyboardInterrupt, SystemExit):
+            asyncio.run(until_terminated(main_coro))
+    except KeyboardInterrupt:
         pass
     return 0
+
+
+async def until_terminated(main_coro: Coroutine[Any, Any, None]) -> None:
+    """Run the server until SIGTERM, then return normally (so that a profiler
+    wrapping the process writes its output)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await main_coro
 
 
 if __name__ == "__main__":
