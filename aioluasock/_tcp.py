@@ -45,6 +45,41 @@ def _expire(waiter: asyncio.Future[bool]) -> None:
         waiter.set_result(False)
 
 
+_EXPIRED: Final = -1.0
+"""`_next_deadline`'s answer for "report timeout without waiting"."""
+
+
+def _next_deadline(loop: asyncio.AbstractEventLoop, call: CallDeadline) -> float | None:
+    """The deadline of the wait about to start: `None` for no limit (no clock
+    reading, no timer), `_EXPIRED` when the call must time out at once."""
+    if call is _NO_LIMIT:
+        return None
+    now = loop.time()
+    deadline = call.wait_until(now)
+    return _EXPIRED if deadline is not None and deadline <= now else deadline
+
+
+async def _timed_out(waited: bool) -> str:
+    """Report "timeout"; a call that never waited first yields to the loop
+    once, so that a polling loop (timeout 0) cannot starve other tasks."""
+    if not waited:
+        await asyncio.sleep(0)
+    return TIMEOUT
+
+
+async def _wait_until(
+    loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], deadline: float | None
+) -> bool:
+    """Await `waiter` until `deadline`: its result, or False on timeout."""
+    if deadline is None:
+        return await waiter
+    timer = loop.call_at(deadline, _expire, waiter)
+    try:
+        return await waiter
+    finally:
+        timer.cancel()
+
+
 def _as_bytes(data: object, what: str) -> bytes:
     if type(data) is bytes:
         return data
@@ -332,12 +367,9 @@ class _Socket:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
         self._watch_fd(loop, waiter, write)
-        timer = loop.call_at(deadline, _expire, waiter) if deadline is not None else None
         try:
-            return await waiter
+            return await _wait_until(loop, waiter, deadline)
         finally:
-            if timer is not None:
-                timer.cancel()
             self._unwatch_fd(loop, waiter, write)
 
     def _watch_fd(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool) -> None:
@@ -467,10 +499,9 @@ class _Socket:
         # The attempt goes on in the kernel; a timeout leaves it going, as in
         # LuaSocket: `select` reports the socket writable once it is done.
         try:
-            deadline = call.wait_until(loop.time()) if call is not _NO_LIMIT else None
-            if deadline is not None and deadline <= loop.time():
-                await asyncio.sleep(0)
-                return TIMEOUT
+            deadline = _next_deadline(loop, call)
+            if deadline == _EXPIRED:
+                return await _timed_out(False)
             if not await self._wait_fd(True, deadline):
                 return TIMEOUT
         except asyncio.CancelledError:
@@ -609,29 +640,21 @@ class _Socket:
         self, proto: StreamProtocol, pattern: Pattern, call: CallDeadline, waited: bool
     ) -> str | None:
         loop = asyncio.get_running_loop()
-        deadline = None
-        if call is not _NO_LIMIT:
-            deadline = call.wait_until(loop.time())
-            if deadline is not None and deadline <= loop.time():
-                if not waited:
-                    # A poll that never waits still lets other tasks run.
-                    await asyncio.sleep(0)
-                return TIMEOUT
+        deadline = _next_deadline(loop, call)
+        if deadline == _EXPIRED:
+            return await _timed_out(waited)
         waiter: asyncio.Future[bool] = loop.create_future()
         proto.read_waiter = waiter
         # A call that needs more than the high-water mark must keep reading.
         proto.keep_reading = True
         if proto.reading_paused:
             proto.resume_reading()
-        timer = loop.call_at(deadline, _expire, waiter) if deadline is not None else None
         try:
-            ok = await waiter
+            ok = await _wait_until(loop, waiter, deadline)
         finally:
             proto.keep_reading = False
             if proto.read_waiter is waiter:
                 proto.read_waiter = None
-            if timer is not None:
-                timer.cancel()
         return None if ok else TIMEOUT
 
     async def _receive(self, patterns: list[Pattern], prefix: bytes) -> ReceiveResult:
@@ -738,23 +761,16 @@ class _Socket:
     async def _wait_writable(
         self, loop: asyncio.AbstractEventLoop, proto: StreamProtocol, call: CallDeadline, waited: bool
     ) -> str | None:
-        deadline = None
-        if call is not _NO_LIMIT:
-            deadline = call.wait_until(loop.time())
-            if deadline is not None and deadline <= loop.time():
-                if not waited:
-                    await asyncio.sleep(0)
-                return TIMEOUT
+        deadline = _next_deadline(loop, call)
+        if deadline == _EXPIRED:
+            return await _timed_out(waited)
         waiter: asyncio.Future[bool] = loop.create_future()
         proto.write_waiter = waiter
-        timer = loop.call_at(deadline, _expire, waiter) if deadline is not None else None
         try:
-            ok = await waiter
+            ok = await _wait_until(loop, waiter, deadline)
         finally:
             if proto.write_waiter is waiter:
                 proto.write_waiter = None
-            if timer is not None:
-                timer.cancel()
         return None if ok else TIMEOUT
 
     # accept ------------------------------------------------------------------
@@ -779,11 +795,9 @@ class _Socket:
                     return None, os_error_text(exc)
                 else:
                     return await self._adopt(loop, conn)
-                deadline = call.wait_until(loop.time()) if call is not _NO_LIMIT else None
-                if deadline is not None and deadline <= loop.time():
-                    if not waited:
-                        await asyncio.sleep(0)
-                    return None, TIMEOUT
+                deadline = _next_deadline(loop, call)
+                if deadline == _EXPIRED:
+                    return None, await _timed_out(waited)
                 if not await self._wait_fd(False, deadline):
                     return None, TIMEOUT
                 waited = True
