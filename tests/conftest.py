@@ -17,6 +17,7 @@ import asyncio
 import gc
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -60,6 +61,19 @@ def _no_loop_errors() -> Iterator[None]:
     errors = list(_loop_errors)
     _loop_errors.clear()
     assert not errors, f"the event loop reported errors: {errors}"
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAS_IPV6 = _has_ipv6_loopback()
+needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="this machine has no IPv6 loopback (::1)")
 
 
 def _find_lua() -> str | None:

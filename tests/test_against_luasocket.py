@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from conftest import needs_ipv6
 
 import aioluasock as socket
 from aioluasock import Client, Master, Server
@@ -46,18 +47,6 @@ MB = 1024 * 1024
 Json = Any
 """A value decoded from a Lua script's JSON line."""
 Sock = Master | Server | Client
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with pysocket.socket(pysocket.AF_INET6, pysocket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 
 
 def h(data: bytes) -> str:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import socket as pysocket
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import anyio
 import pytest
+from conftest import HAS_IPV6, needs_ipv6
 
 import aioluasock as socket
 from aioluasock import BusyError, Client, Master, Server
@@ -31,19 +31,6 @@ RESOLVER_TEXTS = {
     "No address associated with hostname",
 }
 MB = 1024 * 1024
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with pysocket.socket(pysocket.AF_INET6, pysocket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAS_IPV6 = _has_ipv6_loopback()
-needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="this machine has no IPv6 loopback (::1)")
 
 
 # -- helpers ------------------------------------------------------------------
