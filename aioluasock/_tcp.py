@@ -272,10 +272,14 @@ class _Socket:
 
     def getsockname(self) -> tuple[str, int] | tuple[None, str]:
         """Return the local `(ip, port)`, or `(None, err)`."""
+        return self._address(peer=False)
+
+    def _address(self, *, peer: bool) -> tuple[str, int] | tuple[None, str]:
+        """The local or the peer's `(ip, port)`, or `(None, err)`."""
         if self._sock is None or self._closed:
             return None, _BAD_FD
         try:
-            address = self._sock.getsockname()
+            address = self._sock.getpeername() if peer else self._sock.getsockname()
         except OSError as exc:
             return None, os_error_text(exc)
         return address[0], address[1]
@@ -1076,13 +1080,7 @@ class Client(_Socket):
 
     def getpeername(self) -> tuple[str, int] | tuple[None, str]:
         """Return the peer's `(ip, port)`, or `(None, err)`."""
-        if self._sock is None or self._closed:
-            return None, _BAD_FD
-        try:
-            address = self._sock.getpeername()
-        except OSError as exc:
-            return None, os_error_text(exc)
-        return address[0], address[1]
+        return self._address(peer=True)
 
     def getstats(self) -> tuple[int, int, float]:
         """Return `(received, sent, age)`: bytes consumed by receives (CRs and

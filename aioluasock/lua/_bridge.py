@@ -246,27 +246,20 @@ class Bridge:
         return obj.getfamily().encode()
 
     def getsockname(self, obj: _Socket) -> tuple[bytes, bytes, bytes] | tuple[None, bytes]:
-        sock = obj._sock
-        if sock is None or obj._closed:
-            return None, _BAD_FD
-        try:
-            address = sock.getsockname()
-        except OSError as exc:
-            return None, os_error_text(exc).encode()
-        family = b"unspec" if obj in self._unspec else _SOCKNAME_FAMILY.get(obj._family, b"unknown")
+        ip, port = obj._address(peer=False)
+        if ip is None:
+            return None, str(port).encode()
         # LuaSocket 3.1 returns this port as a string (SEMANTICS 3.5.1).
-        return str(address[0]).encode(), str(address[1]).encode(), family
+        return ip.encode(), str(port).encode(), self._family_name(obj)
 
     def getpeername(self, obj: _Socket) -> tuple[bytes, int, bytes] | tuple[None, bytes]:
-        sock = obj._sock
-        if sock is None or obj._closed:
-            return None, _BAD_FD
-        try:
-            address = sock.getpeername()
-        except OSError as exc:
-            return None, os_error_text(exc).encode()
-        family = b"unspec" if obj in self._unspec else _SOCKNAME_FAMILY.get(obj._family, b"unknown")
-        return str(address[0]).encode(), int(address[1]), family
+        ip, port = obj._address(peer=True)
+        if ip is None:
+            return None, str(port).encode()
+        return ip.encode(), int(port), self._family_name(obj)
+
+    def _family_name(self, obj: _Socket) -> bytes:
+        return b"unspec" if obj in self._unspec else _SOCKNAME_FAMILY.get(obj._family, b"unknown")
 
     @staticmethod
     def settimeout(obj: _Socket, value: float, mode: bytes) -> None:
