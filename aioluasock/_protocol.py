@@ -63,6 +63,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         writing_paused: the transport's write buffer is above its high-water mark.
         discard: a local `shutdown("receive")`: incoming bytes are dropped.
         keep_reading: a receive needs more than the high-water mark; do not pause.
+        pending: small sends deferred to one write at the end of the loop iteration.
     """
 
     __slots__ = (
@@ -72,6 +73,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         "eof",
         "error",
         "keep_reading",
+        "pending",
         "read_waiter",
         "reading_paused",
         "transport",
@@ -92,6 +94,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.writing_paused = False
         self.discard = False
         self.keep_reading = False
+        self.pending: bytearray | None = None
         self._scratch = _scratch_view()
 
     # -- asyncio callbacks -------------------------------------------------
@@ -146,6 +149,26 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.notify()
 
     # -- signals for the client object -------------------------------------
+
+    def defer_write(self, data: bytes) -> None:
+        """Queue a small send for one transport write at the end of this loop
+        iteration, with the other sends made until then (see `Client.send`)."""
+        pending = self.pending
+        if pending is None:
+            self.pending = bytearray(data)
+            asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            pending += data
+
+    def flush(self) -> None:
+        """Hand the deferred sends to the transport (before any other write,
+        `write_eof` or close, so that bytes keep their order)."""
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(pending)
 
     def wake_reader(self) -> None:
         """Wake the receive waiting on this connection, if any."""

@@ -332,6 +332,7 @@ class _Socket:
         self._wake_fd_waiters()
         if proto is not None:
             if proto.transport is not None:
+                proto.flush()  # sends already counted as accepted still go out
                 # The transport owns the descriptor now (uvloop detaches our
                 # socket object when it closes): never close it twice.
                 proto.transport.close()
@@ -727,6 +728,8 @@ class _Socket:
         call = self._start_call(loop)
         total = 0
         waited = False
+        if self._proto is not None:
+            self._proto.flush()  # replies batched by the fast path go first
         try:
             for chunk in chunks:
                 view = memoryview(chunk)
@@ -1032,12 +1035,25 @@ class Client(_Socket):
                     and not self._send_shut
                     and proto.error is None
                     and not transport.is_closing()
-                    and size <= WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size()
+                    and size
+                    <= WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size() - len(proto.pending or b"")
                 ):
-                    transport.write(chunk)
-                    if transport.is_closing():  # failed at once: see `_send`
-                        return 0, proto.error or CLOSED
                     self._sent += size
+                    if self._buffer:
+                        # More received bytes wait to be handled (pipelined
+                        # requests): batch this reply with the next ones into
+                        # one transport write at the end of the loop
+                        # iteration, instead of a system call per reply.
+                        proto.defer_write(chunk)
+                        return size, None
+                    if proto.pending is not None:
+                        proto.defer_write(chunk)
+                        proto.flush()
+                    else:
+                        transport.write(chunk)
+                    if transport.is_closing():  # failed at once: see `_send`
+                        self._sent -= size
+                        return 0, proto.error or CLOSED
                     return size, None
         return await self._send([_as_bytes(item, "data") for item in data])
 
@@ -1064,6 +1080,7 @@ class Client(_Socket):
             # uvloop's transport socket cannot shutdown(); write_eof() is
             # the transport's own way to do SHUT_WR on both loops.
             if proto is not None and proto.transport is not None and not proto.transport.is_closing():
+                proto.flush()
                 proto.transport.write_eof()
             if proto is not None:
                 proto.wake_writer()
