@@ -77,7 +77,10 @@ class FakeTransport:
 
 
 async def _drive(feed: Callable[[], None], lines: int, done: Callable[[], bool]) -> float:
-    """Call `feed` from the loop `lines` times, each after the server answered."""
+    """Call `feed` from the loop `lines` times, each after the server answered.
+
+    `done` counts bytes written, not writes: replies may be batched into fewer writes.
+    """
     loop = asyncio.get_running_loop()
     finished: asyncio.Future[None] = loop.create_future()
     fed = 0
@@ -136,7 +139,7 @@ async def bench_aioluasock(lines: int, per_read: int = 1) -> float:
         proto.buffer_updated(len(chunk))
 
     try:
-        us = await _drive(feed, lines // per_read, lambda: fake.writes >= lines)
+        us = await _drive(feed, lines // per_read, lambda: fake.written >= lines * len(LINE))
     finally:
         proto.transport = real
         task.cancel()
@@ -149,7 +152,7 @@ async def bench_line_protocol(lines: int) -> float:
     proto = LineProtocol()
     fake = FakeTransport()
     proto.connection_made(fake)  # type: ignore[arg-type]
-    return await _drive(lambda: proto.data_received(LINE), lines, lambda: fake.writes >= lines)
+    return await _drive(lambda: proto.data_received(LINE), lines, lambda: fake.written >= lines * len(LINE))
 
 
 async def bench_streams(lines: int) -> float:
@@ -170,7 +173,9 @@ async def bench_streams(lines: int) -> float:
 
     task = asyncio.create_task(echo())
     try:
-        return await _drive(lambda: protocol.data_received(LINE), lines, lambda: fake.writes >= lines)
+        return await _drive(
+            lambda: protocol.data_received(LINE), lines, lambda: fake.written >= lines * len(LINE)
+        )
     finally:
         task.cancel()
 
