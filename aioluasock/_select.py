@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from ._errors import TIMEOUT
-from ._tcp import _Socket
+from ._protocol import _wake
+from ._tcp import _Socket, _wait_until
 from ._timeout import parse_timeout
 
 __all__ = ["Selectable", "select"]
@@ -154,11 +155,6 @@ class _Scan(Generic[S]):
         return bool(self.readable or self.writable)
 
 
-def _wake(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(True)
-
-
 # The select calls waiting on each foreign descriptor, per loop and direction.
 # The loop keeps one reader (writer) callback per descriptor, so concurrent
 # selects on one foreign object share it: a second select must not replace
@@ -250,11 +246,6 @@ class _Watch:
         self.undo.clear()
 
 
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
-
-
 async def select(
     recvt: Iterable[S] | None,
     sendt: Iterable[S] | None,
@@ -292,14 +283,11 @@ async def select(
     while True:
         waiter: asyncio.Future[bool] = loop.create_future()
         watch = _Watch(loop, waiter)
-        timer = loop.call_at(deadline, _expire, waiter) if deadline is not None else None
         try:
             watch.add(recv, send)
-            woken = await waiter
+            woken = await _wait_until(loop, waiter, deadline)
         finally:
             watch.remove()
-            if timer is not None:
-                timer.cancel()
         scan = _Scan(recv, send)
         if scan.ready:
             return scan.readable, scan.writable, None

@@ -1374,23 +1374,14 @@ async def test_batched_replies_keep_their_order_through_every_path() -> None:
     # Replies sent while more requests are buffered are batched into one
     # transport write; a multi-string send, shutdown("send") and close must
     # still deliver every byte, in order, before the end of stream.
-    server, err = await socket.bind("127.0.0.1", 0)
-    assert server is not None, err
-    _, port = server.getsockname()
-    assert isinstance(port, int)
-    client, err = await socket.connect("127.0.0.1", port)
-    assert client is not None, err
-    peer, err = await server.accept()
-    assert peer is not None, err
-    try:
+    async with connected() as (client, peer):
         client.settimeout(5)
         peer.settimeout(5)
         requests = b"".join(b"request %d\n" % n for n in range(500))
         assert await client.send(requests) == (len(requests), None)
         expected = bytearray()
         for n in range(500):
-            line, err = await peer.receive("*l")
-            assert (line, err) == (b"request %d" % n, None)
+            assert await peer.receive("*l") == (b"request %d" % n, None)
             reply = b"reply %d\n" % n
             expected += reply
             assert await peer.send(reply) == (len(reply), None)
@@ -1402,22 +1393,11 @@ async def test_batched_replies_keep_their_order_through_every_path() -> None:
         assert peer.shutdown("send") == 1
         assert await client.receive("*a") == (bytes(expected), None)
         assert peer.getstats()[1] == len(expected)
-    finally:
-        for obj in (client, peer, server):
-            obj.close()
 
 
 @pytest.mark.asyncio
 async def test_close_delivers_batched_replies() -> None:
-    server, err = await socket.bind("127.0.0.1", 0)
-    assert server is not None, err
-    _, port = server.getsockname()
-    assert isinstance(port, int)
-    client, err = await socket.connect("127.0.0.1", port)
-    assert client is not None, err
-    peer, err = await server.accept()
-    assert peer is not None, err
-    try:
+    async with connected() as (client, peer):
         client.settimeout(5)
         peer.settimeout(5)
         assert await client.send(b"one\ntwo\n") == (8, None)
@@ -1425,6 +1405,3 @@ async def test_close_delivers_batched_replies() -> None:
         assert await peer.send(b"1\n") == (2, None)  # "two" is still buffered: batched
         peer.close()  # before the loop ran the batch's write
         assert await client.receive("*a") == (b"1\n", None)
-    finally:
-        for obj in (client, peer, server):
-            obj.close()
