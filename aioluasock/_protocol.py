@@ -15,7 +15,7 @@ from typing import Final, cast, final
 from ._buffer import ReceiveBuffer
 from ._errors import CLOSED, os_error_text
 
-__all__ = ["READ_HIGH_WATER", "READ_LOW_WATER", "WRITE_HIGH_WATER", "StreamProtocol"]
+__all__ = ["READ_HIGH_WATER", "READ_LOW_WATER", "WRITE_HIGH_WATER", "SelectMarks", "StreamProtocol"]
 
 READ_HIGH_WATER: Final = 256 * 1024
 """Reading pauses when this much is buffered and no receive is waiting."""
@@ -48,6 +48,42 @@ def _wake(waiter: asyncio.Future[bool] | None) -> None:
 
 
 @final
+class SelectMarks:
+    """The connections whose readiness may have changed since a cached
+    `select` list last looked at them (one per thread, see `_select`).
+
+    A connection in a cached list is marked on every change its protocol
+    signals (bytes arrived, end of stream, error, room to write, a local
+    shutdown, bytes put back by a cancelled receive): readiness can only
+    appear through one of them. `select` checks the marked connections of its
+    list, keeps those still ready and forgets the others, so a call costs the
+    changes since the last one rather than the whole list.
+    """
+
+    __slots__ = ("recv", "send", "waiters")
+
+    def __init__(self) -> None:
+        self.recv: set[StreamProtocol] = set()
+        self.send: set[StreamProtocol] = set()
+        self.waiters: list[asyncio.Future[bool]] = []
+
+    def mark(self, proto: StreamProtocol) -> None:
+        """`proto` may have become ready: note it and wake waiting selects."""
+        self.recv.add(proto)
+        self.send.add(proto)
+        waiters = self.waiters
+        if waiters:
+            self.waiters = []
+            for waiter in waiters:
+                _wake(waiter)
+
+    def forget(self, proto: StreamProtocol) -> None:
+        """`proto`'s connection is closed: it is never ready again."""
+        self.recv.discard(proto)
+        self.send.discard(proto)
+
+
+@final
 class StreamProtocol(asyncio.BufferedProtocol):
     """Feeds a `ReceiveBuffer` and signals readiness changes.
 
@@ -64,6 +100,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         discard: a local `shutdown("receive")`: incoming bytes are dropped.
         keep_reading: a receive needs more than the high-water mark; do not pause.
         pending: small sends deferred to one write at the end of the loop iteration.
+        marks: set while the connection is in a cached `select` list: where
+            `notify` records that its readiness may have changed.
     """
 
     __slots__ = (
@@ -73,6 +111,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         "eof",
         "error",
         "keep_reading",
+        "marks",
         "pending",
         "read_waiter",
         "reading_paused",
@@ -95,6 +134,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.discard = False
         self.keep_reading = False
         self.pending: bytearray | None = None
+        self.marks: SelectMarks | None = None
         self._scratch = _scratch_view()
 
     # -- asyncio callbacks -------------------------------------------------
@@ -104,7 +144,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         stream = cast(asyncio.Transport, transport)
         self.transport = stream
         stream.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
-        if self.watchers:  # a select waiting for the connection to become writable
+        if self.watchers or self.marks is not None:  # a select waiting for it to become writable
             self.notify()
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -122,7 +162,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 waiter.set_result(True)
         elif len(buffer) > READ_HIGH_WATER and not self.keep_reading:
             self.pause_reading()
-        if self.watchers:
+        if self.watchers or self.marks is not None:
             self.notify()
 
     def eof_received(self) -> bool:
@@ -181,7 +221,11 @@ class StreamProtocol(asyncio.BufferedProtocol):
         _wake(waiter)
 
     def notify(self) -> None:
-        """Wake every `select` watching this connection."""
+        """Tell every `select` watching this connection that its readiness
+        may have changed."""
+        marks = self.marks
+        if marks is not None:
+            marks.mark(self)
         for waiter in self.watchers:
             if not waiter.done():
                 waiter.set_result(True)

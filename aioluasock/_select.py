@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import select as _os_select
+import threading
 from collections.abc import Iterable
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Final, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from ._errors import TIMEOUT
-from ._protocol import _wake
-from ._tcp import _Socket, _wait_until
+from ._protocol import SelectMarks, StreamProtocol, _wake
+from ._tcp import Client, _Socket, _wait_until
 from ._timeout import parse_timeout
 
 __all__ = ["Selectable", "select"]
@@ -34,6 +35,9 @@ class Selectable(Protocol):
 
 
 S = TypeVar("S", bound=Selectable)
+V = TypeVar("V")
+Objects = list[Selectable]
+SelectResult = tuple[Objects, Objects, str | None]
 
 
 def _unique(objects: Iterable[S] | None) -> list[S]:
@@ -246,6 +250,198 @@ class _Watch:
         self.undo.clear()
 
 
+# -- cached lists ---------------------------------------------------------------
+#
+# A LuaSocket server built on select passes the same table of clients on every
+# call. Scanning it costs every client each time, ready or not; for such a list
+# the scan is done once and then only the clients whose protocol signalled a
+# change since (`SelectMarks`) are looked at again. A list is recognised by
+# identity and checked by content (`==` compares element identities in C, a
+# few nanoseconds each), so a list changed in place or rebuilt is seen.
+
+GROUP_MIN: Final = 32
+"""Lists shorter than this (both together) are scanned: it is as cheap."""
+GROUP_MAX: Final = 8
+"""Cached lists kept per thread; the oldest goes first."""
+
+
+class _Group:
+    """One cached `(recvt, sendt)` pair: the connections and their positions."""
+
+    __slots__ = ("recv", "recv_at", "recvt", "send", "send_at", "sendt")
+
+    def __init__(
+        self,
+        recvt: list[Selectable],
+        sendt: list[Selectable] | None,
+        recv: list[Selectable],
+        send: list[Selectable],
+    ) -> None:
+        self.recvt = recvt  # copies of the caller's lists, to recognise them
+        self.sendt = sendt
+        self.recv = recv  # the distinct objects, in order
+        self.send = send
+        self.recv_at = _positions(recv)
+        self.send_at = _positions(send)
+
+    def ready(self, marks: SelectMarks) -> tuple[list[Selectable], list[Selectable]]:
+        """The ready objects, in order."""
+        return (
+            self._check(marks, self.recv_at, self.recv, write=False),
+            self._check(marks, self.send_at, self.send, write=True),
+        )
+
+    @staticmethod
+    def _check(
+        marks: SelectMarks, at: dict[StreamProtocol, int], objects: list[Selectable], *, write: bool
+    ) -> list[Selectable]:
+        marked = marks.send if write else marks.recv
+        if not marked or not at:
+            return []
+        # C's set intersection walks the smaller side: the changes, usually.
+        found = at.keys() & marked
+        positions: list[int] = []
+        for proto in found:
+            index = at[proto]
+            obj = cast(Client, objects[index])
+            # (A closed client is no longer marked: `_close` forgets it.)
+            if write:
+                ready = not proto.writing_paused or obj._write_end(proto) is not None
+            else:
+                ready = bool(obj._buffer) or proto.eof or proto.error is not None or proto.discard
+            if ready and not obj._closed:
+                positions.append(index)
+            else:
+                marked.discard(proto)
+        forgotten = len(found) - len(positions)
+        if forgotten > 64 and len(marked) < forgotten:
+            # A set keeps the table of its largest size, and walking it costs
+            # that size: once most marks are gone, move the rest to a small one.
+            if write:
+                marks.send = set(marked)
+            else:
+                marks.recv = set(marked)
+        if len(positions) > 1:
+            positions.sort()
+        return [objects[index] for index in positions]
+
+
+def _positions(objects: list[Selectable]) -> dict[StreamProtocol, int]:
+    at: dict[StreamProtocol, int] = {}
+    for index, obj in enumerate(objects):
+        at[obj._proto] = index  # type: ignore[attr-defined]
+    return at
+
+
+def _groupable(objects: list[Selectable]) -> bool:
+    """Only connections are cached: their readiness comes from their protocol,
+    and a client keeps its protocol for good once it has one."""
+    return all(isinstance(obj, Client) and obj._proto is not None and not obj._closed for obj in objects)
+
+
+class _Cache:
+    """One thread's cached lists and the marks of their connections."""
+
+    __slots__ = ("groups", "loop", "marks", "seen")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.marks = SelectMarks()
+        self.groups: dict[tuple[int, int], _Group] = {}
+        # Lists met once: cached when they come back unchanged.
+        self.seen: dict[tuple[int, int], tuple[list[Selectable], list[Selectable] | None]] = {}
+
+    def lookup(self, recvt: object, sendt: object) -> _Group | None:
+        """The group of this exact pair, if it was cached and is unchanged."""
+        group = self.groups.get((id(recvt), id(sendt)))
+        if group is not None and group.recvt == recvt and group.sendt == sendt:
+            return group
+        return None
+
+    def offer(
+        self,
+        recvt: list[Selectable],
+        sendt: list[Selectable] | None,
+        recv: list[Selectable],
+        send: list[Selectable],
+    ) -> _Group | None:
+        """Remember a pair scanned once; make a group of it the second time."""
+        key = (id(recvt), id(sendt))
+        copy = (list(recvt), None if sendt is None else list(sendt))
+        if self.seen.get(key) != copy:
+            self.seen.pop(key, None)
+            self.seen[key] = copy
+            _trim(self.seen)
+            return None
+        del self.seen[key]
+        if not (_groupable(recv) and _groupable(send)):
+            return None
+        group = _Group(copy[0], copy[1], recv, send)
+        self.groups.pop(key, None)
+        self.groups[key] = group
+        _trim(self.groups)
+        marks = self.marks
+        for objects in (recv, send):
+            for obj in objects:
+                proto: StreamProtocol = obj._proto  # type: ignore[attr-defined]
+                proto.marks = marks
+                marks.recv.add(proto)  # checked once by the next call
+                marks.send.add(proto)
+        return group
+
+
+def _trim(entries: dict[tuple[int, int], V]) -> None:
+    while len(entries) > GROUP_MAX:
+        del entries[next(iter(entries))]
+
+
+_local = threading.local()
+
+
+def _cacheable(recvt: object, sendt: object) -> bool:
+    return (
+        type(recvt) is list
+        and (sendt is None or type(sendt) is list)
+        and len(recvt) + (0 if sendt is None else len(sendt)) >= GROUP_MIN
+    )
+
+
+def _cache() -> _Cache:
+    """The running loop's cache (a thread runs one loop at a time; a new
+    loop starts afresh, so nothing of a finished loop is kept past it)."""
+    loop = asyncio.get_running_loop()
+    cache: _Cache | None = getattr(_local, "cache", None)
+    if cache is None or cache.loop is not loop:
+        cache = _local.cache = _Cache(loop)
+    return cache
+
+
+async def _select_group(cache: _Cache, group: _Group, limit: float | None) -> SelectResult:
+    """`select` over a cached pair."""
+    marks = cache.marks
+    found = group.ready(marks)
+    if found[0] or found[1]:
+        return found[0], found[1], None
+    loop = asyncio.get_running_loop()
+    if limit == 0:
+        await asyncio.sleep(0)
+        return [], [], TIMEOUT
+    deadline = None if limit is None else loop.time() + limit
+    while True:
+        waiter: asyncio.Future[bool] = loop.create_future()
+        marks.waiters.append(waiter)
+        try:
+            woken = await _wait_until(loop, waiter, deadline)
+        finally:
+            if waiter in marks.waiters:
+                marks.waiters.remove(waiter)
+        found = group.ready(marks)
+        if found[0] or found[1]:
+            return found[0], found[1], None
+        if not woken:
+            return [], [], TIMEOUT
+
+
 async def select(
     recvt: Iterable[S] | None,
     sendt: Iterable[S] | None,
@@ -270,8 +466,17 @@ async def select(
         TypeError: an argument is not an iterable of selectable objects.
     """
     limit = parse_timeout(timeout)
+    cache = _cache() if _cacheable(recvt, sendt) else None
+    if cache is not None:
+        group = cache.lookup(recvt, sendt)
+        if group is not None:
+            return await _select_group(cache, group, limit)  # type: ignore[return-value]  # the objects given
     recv = _unique(recvt)
     send = _unique(sendt)
+    if cache is not None:
+        group = cache.offer(recvt, sendt, recv, send)  # type: ignore[arg-type]  # lists, checked
+        if group is not None:
+            return await _select_group(cache, group, limit)  # type: ignore[return-value]
     scan = _Scan(recv, send)
     if scan.ready:
         return scan.readable, scan.writable, None

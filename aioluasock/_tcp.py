@@ -341,6 +341,9 @@ class _Socket:
             proto.wake_reader()
             proto.wake_writer()
             proto.notify()
+            if proto.marks is not None:  # never ready again: out of select's marks for good
+                proto.marks.forget(proto)
+                proto.marks = None
         elif sock is not None:
             sock.close()
         # A receive waiting right now returns what it got as its partial
@@ -690,6 +693,9 @@ class _Socket:
         except BaseException:
             if several:
                 buffer.rollback()
+                if buffer and self._proto is not None:
+                    # Bytes are back in the buffer: readable for a select.
+                    self._proto.notify()
             raise
         finally:
             if several:

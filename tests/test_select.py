@@ -817,3 +817,270 @@ async def test_reset_wakes_a_select_waiting_to_write() -> None:
 async def test_nan_timeout_raises() -> None:
     with pytest.raises(ValueError, match="NaN"):
         await socket.select(None, None, float("nan"))
+
+
+# -- cached lists (the same list passed again and again) ---------------------------------------
+
+GROUP = 40  # above GROUP_MIN: such a list is cached from its second call on
+
+
+@contextlib.asynccontextmanager
+async def many_connected(
+    count: int = GROUP,
+) -> AsyncIterator[tuple[list[socket.Client], list[socket.Client]]]:
+    """`count` connections: the clients' ends and the server's ends, in order."""
+    server, err = await socket.bind("127.0.0.1", 0, count)
+    assert server is not None, err
+    clients: list[socket.Client] = []
+    peers: list[socket.Client] = []
+    try:
+        _, port = server.getsockname()
+        assert isinstance(port, int)
+        for _ in range(count):
+            client, err = await socket.connect("127.0.0.1", port)
+            assert client is not None, err
+            clients.append(client)
+            peer, err = await server.accept()
+            assert peer is not None, err
+            peers.append(peer)
+        yield clients, peers
+    finally:
+        for obj in clients + peers:
+            obj.close()
+        server.close()
+
+
+async def _settle(client: socket.Client, size: int) -> None:
+    """Wait (bounded) until `size` bytes are buffered on `client`."""
+    for _ in range(500):
+        if len(client._buffer) >= size:
+            return
+        await asyncio.sleep(0.002)
+    pytest.fail("the bytes never arrived")
+
+
+async def _same_as_scan(recvt: list[socket.Client], sendt: list[socket.Client] | None) -> None:
+    """A cached list answers as a fresh scan of the same objects (a tuple is never cached)."""
+    cached = await socket.select(recvt, sendt, 0)
+    scanned = await socket.select(tuple(recvt), None if sendt is None else tuple(sendt), 0)
+    assert cached == scanned
+
+
+@pytest.mark.asyncio
+async def test_cached_list_follows_every_change() -> None:
+    from aioluasock import _select
+
+    async with many_connected() as (clients, peers):
+        watched = list(peers)
+        for _ in range(3):
+            assert await socket.select(watched, None, 0) == TIMEOUT
+        assert _select._cache().lookup(watched, None) is not None  # the fast path is in use
+
+        # Bytes arrive on some, in any order: reported in the list's order.
+        for index in (31, 2, 17):
+            assert await clients[index].send(b"line\n") == (5, None)
+        for index in (2, 17, 31):
+            await _settle(peers[index], 5)
+        assert await socket.select(watched, None, 0) == ([peers[2], peers[17], peers[31]], [], None)
+        await _same_as_scan(watched, None)
+
+        # Consumed: no longer readable; a partial line is still readable (dirty).
+        assert await peers[17].receive() == (b"line", None)
+        assert await peers[2].receive(3) == (b"lin", None)
+        assert await socket.select(watched, None, 0) == ([peers[2], peers[31]], [], None)
+        assert await peers[2].receive() == (b"e", None)
+        assert await peers[31].receive() == (b"line", None)
+        assert await socket.select(watched, None, 0) == TIMEOUT
+
+        # End of stream, a reset-free close by the peer, a local shutdown("receive").
+        clients[5].close()
+        assert peers[9].shutdown("receive") == 1
+        for _ in range(500):
+            if peers[5]._proto is not None and peers[5]._proto.eof:
+                break
+            await asyncio.sleep(0.002)
+        assert await socket.select(watched, None, 0) == ([peers[5], peers[9]], [], None)
+        await _same_as_scan(watched, None)
+
+        # Closed objects are ignored.
+        peers[5].close()
+        assert await socket.select(watched, None, 0) == ([peers[9]], [], None)
+        await _same_as_scan(watched, None)
+
+
+@pytest.mark.asyncio
+async def test_cached_list_changed_in_place_is_seen() -> None:
+    async with many_connected(GROUP + 1) as (clients, peers):
+        watched = peers[:GROUP]
+        late = peers[GROUP]
+        for _ in range(3):
+            assert await socket.select(watched, None, 0) == TIMEOUT
+        assert await clients[GROUP].send(b"x\n") == (2, None)
+        await _settle(late, 2)
+        assert await socket.select(watched, None, 0) == TIMEOUT  # not in the list
+        watched.append(late)
+        assert await socket.select(watched, None, 0) == ([late], [], None)
+        watched[3] = watched.pop()  # the same length, another content
+        assert await socket.select(watched, None, 0) == ([late], [], None)
+        del watched[3]
+        assert await socket.select(watched, None, 0) == TIMEOUT
+        # A list built afresh with the same content gives the same answers.
+        assert await socket.select([*watched, late], None, 0) == ([late], [], None)
+        assert await socket.select([*watched, late], None, 0) == ([late], [], None)
+
+
+@pytest.mark.asyncio
+async def test_cached_list_wakes_a_waiting_select() -> None:
+    async with many_connected() as (clients, peers):
+        watched = list(peers)
+        for _ in range(3):
+            assert await socket.select(watched, None, 0) == TIMEOUT
+        assert await socket.select(watched, None, 0.05) == TIMEOUT  # waits, then times out
+
+        async def later() -> None:
+            await asyncio.sleep(0.05)
+            assert await clients[23].send(b"wake\n") == (5, None)
+
+        task = asyncio.ensure_future(later())
+        assert await socket.select(watched, None, 5) == ([peers[23]], [], None)
+        await task
+        # A cancelled waiting select leaves no waiter behind.
+        from aioluasock import _select
+
+        assert await peers[23].receive() == (b"wake", None)
+        waiting = asyncio.ensure_future(socket.select(watched, None, 5))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert _select._cache().marks.waiters == []
+
+
+@pytest.mark.asyncio
+async def test_cached_list_sees_bytes_put_back_by_a_cancelled_receive() -> None:
+    # A cancelled multi-pattern receive puts what it consumed back: the
+    # connection is readable again although no byte arrived.
+    async with many_connected() as (clients, peers):
+        watched = list(peers)
+        for _ in range(3):
+            assert await socket.select(watched, None, 0) == TIMEOUT
+        assert await clients[7].send(b"first\n") == (6, None)
+        await _settle(peers[7], 6)
+        receiving = asyncio.ensure_future(peers[7].receive("*l", "*l"))
+        await asyncio.sleep(0.01)  # took the first line, waits for the second
+        assert await socket.select(watched, None, 0) == TIMEOUT
+        selecting = asyncio.ensure_future(socket.select(watched, None, 5))
+        await asyncio.sleep(0.01)
+        receiving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+        assert await selecting == ([peers[7]], [], None)
+        assert await peers[7].receive() == (b"first", None)
+
+
+@pytest.mark.asyncio
+async def test_cached_send_list() -> None:
+    async with many_connected() as (clients, peers):
+        everyone = [*clients, *peers]
+        for _ in range(3):
+            readable, writable, err = await socket.select(None, everyone, 0)
+            assert (readable, writable, err) == ([], everyone, None)
+        sent = await _fill(clients[4])
+        readable, writable, err = await socket.select(None, everyone, 0)
+        assert err is None
+        assert writable == [obj for obj in everyone if obj is not clients[4]]
+
+        async def drain() -> None:
+            await asyncio.sleep(0.05)
+            data, err = await peers[4].receive(sent)
+            assert err is None
+            assert data is not None
+            assert len(data) == sent
+
+        task = asyncio.ensure_future(drain())
+        alone = [clients[4], *clients[5:]]
+        for _ in range(2):  # cached, with clients[4] not writable
+            readable, writable, err = await socket.select(None, alone, 0)
+            assert clients[4] not in writable
+        # Once the peer drained it, all of them are writable again.
+        await task
+        for _ in range(500):
+            readable, writable, err = await socket.select(None, alone, 0)
+            if writable == alone:
+                break
+            await asyncio.sleep(0.002)
+        assert writable == alone
+        # Both lists at once, the same object in both.
+        assert await clients[6].send(b"x\n") == (2, None)
+        await _settle(peers[6], 2)
+        for _ in range(3):
+            readable, writable, err = await socket.select(peers, [peers[6]], 0)
+            assert (readable, writable, err) == ([peers[6]], [peers[6]], None)
+
+
+@pytest.mark.asyncio
+async def test_cached_list_forgets_closed_connections() -> None:
+    from aioluasock import _select
+
+    async with many_connected() as (clients, peers):
+        watched = list(peers)
+        for _ in range(3):
+            assert await socket.select(watched, None, 0) == TIMEOUT
+        marks = _select._cache().marks
+        for index in range(GROUP):
+            assert await clients[index].send(b"x\n") == (2, None)
+        for peer in peers:
+            await _settle(peer, 2)
+        assert len(marks.recv) == GROUP
+        for peer in peers:
+            peer.close()
+        await asyncio.sleep(0.05)  # the transports report the end
+        # Closed: no longer marked, so nothing of them is kept for select.
+        assert marks.recv == set()
+        assert marks.send == set()
+        assert await socket.select(watched, None, 0) == TIMEOUT
+
+
+@pytest.mark.asyncio
+async def test_many_cached_lists_at_once() -> None:
+    # More lists than the cache keeps, used in turn: each answers right.
+    from aioluasock import _select
+
+    async with many_connected(GROUP + _select.GROUP_MAX + 2) as (clients, peers):
+        lists = [peers[start : start + GROUP] for start in range(_select.GROUP_MAX + 3)]
+        for _ in range(3):
+            for watched in lists:
+                assert await socket.select(watched, None, 0) == TIMEOUT
+        assert await clients[GROUP].send(b"x\n") == (2, None)
+        await _settle(peers[GROUP], 2)
+        for _ in range(3):
+            for start, watched in enumerate(lists):
+                expected = ([peers[GROUP]], [], None) if start <= GROUP < start + GROUP else TIMEOUT
+                assert await socket.select(watched, None, 0) == expected
+        assert len(_select._cache().groups) <= _select.GROUP_MAX
+        # As many lists as the cache keeps: all cached.
+        for _ in range(3):
+            for start, watched in enumerate(lists[: _select.GROUP_MAX]):
+                expected = ([peers[GROUP]], [], None) if start <= GROUP < start + GROUP else TIMEOUT
+                assert await socket.select(watched, None, 0) == expected
+        assert all(_select._cache().lookup(watched, None) for watched in lists[: _select.GROUP_MAX])
+
+
+@pytest.mark.asyncio
+async def test_long_list_with_other_objects_is_scanned() -> None:
+    # Servers and foreign objects are watched on their descriptors: such a
+    # list is not cached, and answers as before.
+    from aioluasock import _select
+
+    async with many_connected() as (clients, peers), connected() as (server, _client, _peer):
+        with socketpair() as (a, b):
+            foreign = Foreign(a)
+            watched = watch(*peers, server, foreign)
+            for _ in range(3):
+                assert await socket.select(watched, None, 0) == TIMEOUT
+            b.send(b"!")
+            assert await clients[0].send(b"x\n") == (2, None)
+            await _settle(peers[0], 2)
+            for _ in range(3):
+                assert await socket.select(watched, None, 1) == ([peers[0], foreign], [], None)
+            assert _select._cache().lookup(watched, None) is None
