@@ -1053,16 +1053,18 @@ async def test_many_cached_lists_at_once() -> None:
                 assert await socket.select(watched, None, 0) == TIMEOUT
         assert await clients[GROUP].send(b"x\n") == (2, None)
         await _settle(peers[GROUP], 2)
+
+        def expected(start: int) -> object:
+            return ([peers[GROUP]], [], None) if start <= GROUP < start + GROUP else TIMEOUT
+
         for _ in range(3):
             for start, watched in enumerate(lists):
-                expected = ([peers[GROUP]], [], None) if start <= GROUP < start + GROUP else TIMEOUT
-                assert await socket.select(watched, None, 0) == expected
+                assert await socket.select(watched, None, 0) == expected(start)
         assert len(_select._cache().groups) <= _select.GROUP_MAX
         # As many lists as the cache keeps: all cached.
         for _ in range(3):
             for start, watched in enumerate(lists[: _select.GROUP_MAX]):
-                expected = ([peers[GROUP]], [], None) if start <= GROUP < start + GROUP else TIMEOUT
-                assert await socket.select(watched, None, 0) == expected
+                assert await socket.select(watched, None, 0) == expected(start)
         assert all(_select._cache().lookup(watched, None) for watched in lists[: _select.GROUP_MAX])
 
 
