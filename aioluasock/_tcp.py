@@ -956,7 +956,11 @@ class Client(_Socket):
             kind = pattern[0]
             if kind != ALL:
                 buffer = self._buffer
-                data = buffer.take_line() if kind == LINE else buffer.take(pattern[1])
+                data: bytes | None = None
+                if buffer._data:  # (an empty buffer answers only receive(0))
+                    data = buffer.take_line() if kind == LINE else buffer.take(pattern[1])
+                elif kind == NUMBER and pattern[1] == 0:
+                    data = b""
                 if data is None:
                     timeout = self._timeout
                     if (
@@ -1045,7 +1049,7 @@ class Client(_Socket):
                     <= WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size() - len(proto.pending or b"")
                 ):
                     self._sent += size
-                    if self._buffer:
+                    if self._buffer._data:
                         # More received bytes wait to be handled (pipelined
                         # requests): batch this reply with the next ones into
                         # one transport write at the end of the loop
