@@ -266,41 +266,68 @@ GROUP_MAX: Final = 8
 
 
 class _Group:
-    """One cached `(recvt, sendt)` pair: the connections and their positions."""
+    """One cached `(recvt, sendt)` pair: where each object is in it.
 
-    __slots__ = ("recv", "recv_at", "recvt", "send", "send_at", "sendt")
+    Connections are checked through the marks; any other object (a server,
+    a client still connecting, a foreign object) is few in such a list and
+    is scanned on every call, as without a cache.
+    """
+
+    __slots__ = ("recv", "recvt", "send", "sendt")
 
     def __init__(
         self,
-        recvt: list[Selectable],
+        recvt: list[Selectable] | None,
         sendt: list[Selectable] | None,
         recv: list[Selectable],
         send: list[Selectable],
     ) -> None:
         self.recvt = recvt  # copies of the caller's lists, to recognise them
         self.sendt = sendt
-        self.recv = recv  # the distinct objects, in order
-        self.send = send
-        self.recv_at = _positions(recv)
-        self.send_at = _positions(send)
+        self.recv = _Members(recv)
+        self.send = _Members(send)
 
     def ready(self, marks: SelectMarks) -> tuple[list[Selectable], list[Selectable]]:
         """The ready objects, in order."""
-        return (
-            self._check(marks, self.recv_at, self.recv, write=False),
-            self._check(marks, self.send_at, self.send, write=True),
-        )
+        recv, send = self.recv, self.send
+        readable = recv.check(marks, write=False)
+        writable = send.check(marks, write=True)
+        if recv.other or send.other:
+            scan = _Scan(recv.other, send.other)
+            readable += [recv.other_at[id(obj)] for obj in scan.readable]
+            writable += [send.other_at[id(obj)] for obj in scan.writable]
+        return recv.objects_at(readable), send.objects_at(writable)
 
-    @staticmethod
-    def _check(
-        marks: SelectMarks, at: dict[StreamProtocol, int], objects: list[Selectable], *, write: bool
-    ) -> list[Selectable]:
+
+class _Members:
+    """The distinct objects of one list of a group, split by how they are checked."""
+
+    __slots__ = ("at", "objects", "other", "other_at")
+
+    def __init__(self, objects: list[Selectable]) -> None:
+        self.objects = objects  # distinct, in order
+        self.at: dict[StreamProtocol, int] = {}  # connections, by protocol
+        self.other: list[Selectable] = []  # the rest, scanned
+        self.other_at: dict[int, int] = {}  # by id()
+        for index, obj in enumerate(objects):
+            # A client keeps its protocol for good once it has one.
+            if isinstance(obj, Client) and obj._proto is not None and not obj._closed:
+                self.at[obj._proto] = index
+            else:
+                self.other.append(obj)
+                self.other_at[id(obj)] = index
+
+    def check(self, marks: SelectMarks, *, write: bool) -> list[int]:
+        """Positions of the marked connections that are ready; the others are
+        no longer marked."""
         marked = marks.send if write else marks.recv
+        at = self.at
         if not marked or not at:
             return []
         # C's set intersection walks the smaller side: the changes, usually.
         found = at.keys() & marked
         positions: list[int] = []
+        objects = self.objects
         for proto in found:
             index = at[proto]
             obj = cast(Client, objects[index])
@@ -321,22 +348,13 @@ class _Group:
                 marks.send = set(marked)
             else:
                 marks.recv = set(marked)
+        return positions
+
+    def objects_at(self, positions: list[int]) -> list[Selectable]:
         if len(positions) > 1:
             positions.sort()
+        objects = self.objects
         return [objects[index] for index in positions]
-
-
-def _positions(objects: list[Selectable]) -> dict[StreamProtocol, int]:
-    at: dict[StreamProtocol, int] = {}
-    for index, obj in enumerate(objects):
-        at[obj._proto] = index  # type: ignore[attr-defined]
-    return at
-
-
-def _groupable(objects: list[Selectable]) -> bool:
-    """Only connections are cached: their readiness comes from their protocol,
-    and a client keeps its protocol for good once it has one."""
-    return all(isinstance(obj, Client) and obj._proto is not None and not obj._closed for obj in objects)
 
 
 class _Cache:
@@ -349,7 +367,7 @@ class _Cache:
         self.marks = SelectMarks()
         self.groups: dict[tuple[int, int], _Group] = {}
         # Lists met once: cached when they come back unchanged.
-        self.seen: dict[tuple[int, int], tuple[list[Selectable], list[Selectable] | None]] = {}
+        self.seen: dict[tuple[int, int], tuple[list[Selectable] | None, list[Selectable] | None]] = {}
 
     def lookup(self, recvt: object, sendt: object) -> _Group | None:
         """The group of this exact pair, if it was cached and is unchanged."""
@@ -360,30 +378,29 @@ class _Cache:
 
     def offer(
         self,
-        recvt: list[Selectable],
+        recvt: list[Selectable] | None,
         sendt: list[Selectable] | None,
         recv: list[Selectable],
         send: list[Selectable],
     ) -> _Group | None:
         """Remember a pair scanned once; make a group of it the second time."""
         key = (id(recvt), id(sendt))
-        copy = (list(recvt), None if sendt is None else list(sendt))
+        copy = (None if recvt is None else list(recvt), None if sendt is None else list(sendt))
         if self.seen.get(key) != copy:
             self.seen.pop(key, None)
             self.seen[key] = copy
             _trim(self.seen)
             return None
         del self.seen[key]
-        if not (_groupable(recv) and _groupable(send)):
-            return None
         group = _Group(copy[0], copy[1], recv, send)
+        if len(group.recv.at) + len(group.send.at) < len(group.recv.other) + len(group.send.other):
+            return None  # mostly objects to scan anyway: nothing to gain
         self.groups.pop(key, None)
         self.groups[key] = group
         _trim(self.groups)
         marks = self.marks
-        for objects in (recv, send):
-            for obj in objects:
-                proto: StreamProtocol = obj._proto  # type: ignore[attr-defined]
+        for members in (group.recv, group.send):
+            for proto in members.at:
                 proto.marks = marks
                 marks.recv.add(proto)  # checked once by the next call
                 marks.send.add(proto)
@@ -399,11 +416,14 @@ _local = threading.local()
 
 
 def _cacheable(recvt: object, sendt: object) -> bool:
-    return (
-        type(recvt) is list
-        and (sendt is None or type(sendt) is list)
-        and len(recvt) + (0 if sendt is None else len(sendt)) >= GROUP_MIN
-    )
+    """Lists (or `None`) long enough to be worth it."""
+    size = 0
+    for objects in (recvt, sendt):
+        if type(objects) is list:
+            size += len(objects)
+        elif objects is not None:
+            return False
+    return size >= GROUP_MIN
 
 
 def _cache() -> _Cache:
@@ -430,9 +450,12 @@ async def _select_group(cache: _Cache, group: _Group, limit: float | None) -> Se
     while True:
         waiter: asyncio.Future[bool] = loop.create_future()
         marks.waiters.append(waiter)
+        watch = _Watch(loop, waiter)  # for the objects that are scanned
         try:
+            watch.add(group.recv.other, group.send.other)
             woken = await _wait_until(loop, waiter, deadline)
         finally:
+            watch.remove()
             if waiter in marks.waiters:
                 marks.waiters.remove(waiter)
         found = group.ready(marks)

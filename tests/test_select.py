@@ -1069,9 +1069,9 @@ async def test_many_cached_lists_at_once() -> None:
 
 
 @pytest.mark.asyncio
-async def test_long_list_with_other_objects_is_scanned() -> None:
-    # Servers and foreign objects are watched on their descriptors: such a
-    # list is not cached, and answers as before.
+async def test_cached_list_with_other_objects() -> None:
+    # Servers and foreign objects are watched on their descriptors: they are
+    # scanned on every call, the connections of the same list go by marks.
     from aioluasock import _select
 
     async with many_connected() as (clients, peers), connected() as (server, _client, _peer):
@@ -1080,9 +1080,127 @@ async def test_long_list_with_other_objects_is_scanned() -> None:
             watched = watch(*peers, server, foreign)
             for _ in range(3):
                 assert await socket.select(watched, None, 0) == TIMEOUT
+            assert _select._cache().lookup(watched, None) is not None
             b.send(b"!")
             assert await clients[0].send(b"x\n") == (2, None)
             await _settle(peers[0], 2)
             for _ in range(3):
                 assert await socket.select(watched, None, 1) == ([peers[0], foreign], [], None)
+            assert a.recv(1) == b"!"
+            assert await peers[0].receive() == (b"x", None)
+            assert await socket.select(watched, None, 0) == TIMEOUT
+
+            # A waiting select wakes for a connection to the server...
+            _, port = server.getsockname()
+            assert isinstance(port, int)
+
+            async def connect_later() -> socket.Client:
+                await asyncio.sleep(0.05)
+                late, err = await socket.connect("127.0.0.1", port)
+                assert late is not None, err
+                return late
+
+            task = asyncio.ensure_future(connect_later())
+            assert await socket.select(watched, None, 5) == ([server], [], None)
+            late = await task
+            accepted, err = await server.accept()
+            assert accepted is not None, err
+            # ... and for a foreign object, and leaves nothing registered.
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, b.send, b"?")
+            assert await socket.select(watched, None, 5) == ([foreign], [], None)
+            _assert_nothing_registered(loop, peers, [server], [a.fileno()])
+            for obj in (late, accepted):
+                obj.close()
+
+
+@pytest.mark.asyncio
+async def test_luasocket_style_server_loop() -> None:
+    # The classic LuaSocket server: one table with the server and its
+    # clients, passed to select again and again, grown by accept and shrunk
+    # by closes. Every line is answered.
+    server, err = await socket.bind("127.0.0.1", 0, 64)
+    assert server is not None, err
+    _, port = server.getsockname()
+    assert isinstance(port, int)
+    recvt: list[socket.Server | socket.Client] = [server]
+    users: list[socket.Client] = []
+    served = 0
+
+    async def serve() -> None:
+        nonlocal served
+        while served < 3 * GROUP:
+            readable, _, err = await socket.select(recvt, None, 5)
+            assert err is None
+            for obj in readable:
+                if obj is server:
+                    client, err = await server.accept()
+                    assert client is not None, err
+                    recvt.append(client)
+                    continue
+                assert isinstance(obj, socket.Client)
+                line, err = await obj.receive()
+                if err is not None:
+                    recvt.remove(obj)
+                    obj.close()
+                    continue
+                assert await obj.send(b"re: " + line + b"\n") == (len(line) + 5, None)
+                served += 1
+
+    serving = asyncio.ensure_future(serve())
+    try:
+        for _ in range(GROUP):
+            user, err = await socket.connect("127.0.0.1", port)
+            assert user is not None, err
+            users.append(user)
+        for round_ in range(3):
+            for index, user in enumerate(users):
+                assert await user.send(b"%d.%d\n" % (round_, index)) == (
+                    len(b"%d.%d\n" % (round_, index)),
+                    None,
+                )
+            for index, user in enumerate(users):
+                assert await user.receive() == (b"re: %d.%d" % (round_, index), None)
+        await asyncio.wait_for(serving, 10)
+        assert len(recvt) == GROUP + 1
+        for user in users[: GROUP // 2]:
+            user.close()
+        for _ in range(500):  # the server sees the ends and drops them
+            readable, _, _ = await socket.select(recvt, None, 0)
+            for obj in readable:
+                if obj is not server:
+                    assert isinstance(obj, socket.Client)
+                    assert await obj.receive() == (b"", "closed")
+                    recvt.remove(obj)
+                    obj.close()
+            if len(recvt) == GROUP - GROUP // 2 + 1:
+                break
+            await asyncio.sleep(0.002)
+        assert len(recvt) == GROUP - GROUP // 2 + 1
+    finally:
+        serving.cancel()
+        for obj in [*recvt, *users]:
+            obj.close()
+
+
+@pytest.mark.asyncio
+async def test_list_of_mostly_other_objects_is_not_cached() -> None:
+    from aioluasock import _select
+
+    # Closed objects (ignored by select) stand for any object that is scanned.
+    masters = [socket.tcp4()[0] for _ in range(GROUP)]
+    for master in masters:
+        if master is not None:
+            master.close()
+    try:
+        async with connected() as (_, client, peer):
+            watched = watch(*(m for m in masters if m is not None), peer)
+            assert await client.send(b"x\n") == (2, None)
+            await _settle(peer, 2)
+            for _ in range(3):
+                assert await socket.select(watched, None, 1) == ([peer], [], None)
             assert _select._cache().lookup(watched, None) is None
+    finally:
+        for master in masters:
+            if master is not None:
+                master.close()
