@@ -95,11 +95,13 @@ class _Scan(Generic[S]):
                 proto = obj._proto
                 # Readable when receive would not wait: bytes buffered, end of
                 # stream, an error, or a local shutdown("receive").
-                if obj._buffer or (
+                if obj._buffer._data or (
                     proto is not None and (proto.eof or proto.error is not None or proto.discard)
                 ):
                     self.readable.append(obj)
                     continue
+                if proto is not None:
+                    continue  # its protocol will tell
                 fd = obj._select_fd()
             else:
                 fd = _foreign_fd(obj)
