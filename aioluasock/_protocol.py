@@ -15,7 +15,7 @@ from typing import Final, cast, final
 from ._buffer import ReceiveBuffer
 from ._errors import CLOSED, os_error_text
 
-__all__ = ["READ_HIGH_WATER", "READ_LOW_WATER", "WRITE_HIGH_WATER", "StreamProtocol"]
+__all__ = ["DEFER_MAX", "READ_HIGH_WATER", "READ_LOW_WATER", "WRITE_HIGH_WATER", "StreamProtocol"]
 
 READ_HIGH_WATER: Final = 256 * 1024
 """Reading pauses when this much is buffered and no receive is waiting."""
@@ -24,6 +24,9 @@ READ_LOW_WATER: Final = 64 * 1024
 WRITE_HIGH_WATER: Final = 64 * 1024
 """The transport's write high-water mark; `send` hands over only what fits."""
 WRITE_LOW_WATER: Final = 16 * 1024
+DEFER_MAX: Final = 16 * 1024
+"""Sends shorter than this may be batched (`StreamProtocol.defer_write`); a
+longer one costs more to copy into the batch than its own system call."""
 
 _SCRATCH_SIZE: Final = 256 * 1024
 _scratch = threading.local()

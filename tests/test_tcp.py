@@ -19,7 +19,7 @@ from conftest import HAS_IPV6, needs_ipv6
 
 import aioluasock as socket
 from aioluasock import BusyError, Client, Master, Server
-from aioluasock._protocol import READ_HIGH_WATER
+from aioluasock._protocol import DEFER_MAX, READ_HIGH_WATER
 
 T = TypeVar("T")
 
@@ -1392,6 +1392,26 @@ async def test_batched_replies_keep_their_order_through_every_path() -> None:
         expected += b"last\n"
         assert peer.shutdown("send") == 1
         assert await client.receive("*a") == (bytes(expected), None)
+        assert peer.getstats()[1] == len(expected)
+
+
+@pytest.mark.asyncio
+async def test_large_replies_bypass_the_batch_and_keep_their_order() -> None:
+    # A reply of DEFER_MAX bytes or more is written at once (bulk echo), even
+    # while requests are buffered; small replies batched before it go first.
+    async with connected() as (client, peer):
+        client.settimeout(5)
+        peer.settimeout(5)
+        requests = b"".join(b"request %d\n" % n for n in range(6))
+        assert await client.send(requests) == (len(requests), None)
+        expected = bytearray()
+        for n in range(6):
+            assert await peer.receive("*l") == (b"request %d" % n, None)
+            reply = (b"%d" % n) * (DEFER_MAX if n % 2 else 3) + b"\n"
+            expected += reply
+            assert await peer.send(reply) == (len(reply), None)
+        assert peer.shutdown("send") == 1
+        assert await bounded(client.receive("*a")) == (bytes(expected), None)
         assert peer.getstats()[1] == len(expected)
 
 
