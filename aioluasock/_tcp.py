@@ -24,7 +24,7 @@ from typing import Final, final, overload
 from ._buffer import ALL, LINE, LINE_PATTERN, NUMBER, Pattern, ReceiveBuffer, parse_pattern
 from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
 from ._options import OptionValue, get_option, lookup, set_option
-from ._protocol import DEFER_MAX, READ_LOW_WATER, WRITE_HIGH_WATER, StreamProtocol
+from ._protocol import READ_LOW_WATER, WRITE_HIGH_WATER, StreamProtocol
 from ._timeout import CallDeadline, TimeoutState
 
 __all__ = ["Client", "Master", "Server", "tcp", "tcp4", "tcp6"]
@@ -1035,28 +1035,21 @@ class Client(_Socket):
                     and not self._send_shut
                     and proto.error is None
                     and not transport.is_closing()
-                    and size
-                    <= WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size() - len(proto.pending or b"")
+                    and size <= WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size() - proto.pending_size
                 ):
                     self._sent += size
-                    if size < DEFER_MAX:
-                        if self._buffer:
-                            # More received bytes wait to be handled (pipelined
-                            # requests): batch this reply with the next ones into
-                            # one transport write at the end of the loop
-                            # iteration, instead of a system call per reply.
-                            proto.defer_write(chunk)
-                            return size, None
-                        if proto.pending is not None:
-                            proto.defer_write(chunk)
-                            proto.flush()
-                        else:
-                            transport.write(chunk)
-                    else:
-                        # A large block (bulk transfer) goes out as it is:
-                        # copying it into the batch costs more than the
-                        # system call it would save.
+                    if self._buffer:
+                        # More received bytes wait to be handled (pipelined
+                        # requests, or the next blocks of a bulk echo): batch
+                        # this reply with the next ones into one transport
+                        # write at the end of the loop iteration, instead of a
+                        # system call per reply.
+                        proto.defer_write(chunk)
+                        return size, None
+                    if proto.pending is not None:
+                        proto.defer_write(chunk)
                         proto.flush()
+                    else:
                         transport.write(chunk)
                     if transport.is_closing():  # failed at once: see `_send`
                         self._sent -= size

@@ -1396,9 +1396,9 @@ async def test_batched_replies_keep_their_order_through_every_path() -> None:
 
 
 @pytest.mark.asyncio
-async def test_large_replies_bypass_the_batch_and_keep_their_order() -> None:
-    # A reply of DEFER_MAX bytes or more is written at once (bulk echo), even
-    # while requests are buffered; small replies batched before it go first.
+async def test_large_replies_join_the_batch_by_reference_and_keep_their_order() -> None:
+    # A reply of DEFER_MAX bytes or more, sent while requests are buffered,
+    # joins the batch as it is (no copy) between the small replies around it.
     async with connected() as (client, peer):
         client.settimeout(5)
         peer.settimeout(5)
@@ -1410,9 +1410,40 @@ async def test_large_replies_bypass_the_batch_and_keep_their_order() -> None:
             reply = (b"%d" % n) * (DEFER_MAX if n % 2 else 3) + b"\n"
             expected += reply
             assert await peer.send(reply) == (len(reply), None)
+            if n == 1:  # no await has let the batch go out yet
+                proto = peer._proto
+                assert proto is not None
+                assert proto.pending is not None
+                assert proto.pending[-1] is reply
+                assert proto.pending_size == len(expected)
         assert peer.shutdown("send") == 1
         assert await bounded(client.receive("*a")) == (bytes(expected), None)
         assert peer.getstats()[1] == len(expected)
+
+
+@pytest.mark.asyncio
+async def test_bulk_echo_of_blocks_read_together() -> None:
+    # The bulk benchmark's loop: several 64 KiB blocks arrive in one read and
+    # their echoes are batched; every byte comes back, in order.
+    block_size = 65536
+    count = 12
+    data = payload(block_size * count)
+    async with connected() as (client, peer):
+        client.settimeout(10)
+        peer.settimeout(10)
+
+        async def echo() -> None:
+            for _ in range(count):
+                block, err = await peer.receive(block_size)
+                assert err is None
+                assert await peer.send(block) == (block_size, None)
+
+        sent, received, _ = await bounded(
+            asyncio.gather(client.send(data), client.receive(len(data)), echo()), 20
+        )
+        assert sent == (len(data), None)
+        assert received == (data, None)
+        assert peer.getstats()[:2] == (len(data), len(data))
 
 
 @pytest.mark.asyncio
