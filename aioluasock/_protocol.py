@@ -15,15 +15,28 @@ from typing import Final, cast, final
 from ._buffer import ReceiveBuffer
 from ._errors import CLOSED, os_error_text
 
-__all__ = ["READ_HIGH_WATER", "READ_LOW_WATER", "WRITE_HIGH_WATER", "SelectMarks", "StreamProtocol"]
+__all__ = [
+    "DEFER_MAX",
+    "READ_HIGH_WATER",
+    "READ_LOW_WATER",
+    "WRITE_HIGH_WATER",
+    "SelectMarks",
+    "StreamProtocol",
+]
 
 READ_HIGH_WATER: Final = 256 * 1024
 """Reading pauses when this much is buffered and no receive is waiting."""
 READ_LOW_WATER: Final = 64 * 1024
 """Reading resumes once receives brought the buffer down to this."""
-WRITE_HIGH_WATER: Final = 64 * 1024
-"""The transport's write high-water mark; `send` hands over only what fits."""
-WRITE_LOW_WATER: Final = 16 * 1024
+WRITE_HIGH_WATER: Final = 256 * 1024
+"""The transport's write high-water mark; `send` hands over only what fits.
+As large as the read side's, so that the 64 KiB blocks echoed from one read
+(up to 256 KiB) fit in one batch and leave in one system call."""
+WRITE_LOW_WATER: Final = 64 * 1024
+DEFER_MAX: Final = 16 * 1024
+"""A deferred send shorter than this is copied into the batch's bytearray
+(many small replies become one contiguous buffer); a longer one is kept by
+reference and written with the others in one `writelines` (no copy)."""
 
 _SCRATCH_SIZE: Final = 256 * 1024
 _scratch = threading.local()
@@ -99,7 +112,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         writing_paused: the transport's write buffer is above its high-water mark.
         discard: a local `shutdown("receive")`: incoming bytes are dropped.
         keep_reading: a receive needs more than the high-water mark; do not pause.
-        pending: small sends deferred to one write at the end of the loop iteration.
+        pending: sends deferred to one write at the end of the loop iteration.
+        pending_size: the bytes in `pending`.
         marks: set while the connection is in a cached `select` list: where
             `notify` records that its readiness may have changed.
     """
@@ -113,6 +127,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         "keep_reading",
         "marks",
         "pending",
+        "pending_size",
         "read_waiter",
         "reading_paused",
         "transport",
@@ -133,7 +148,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.writing_paused = False
         self.discard = False
         self.keep_reading = False
-        self.pending: bytearray | None = None
+        self.pending: list[bytes | bytearray] | None = None
+        self.pending_size = 0
         self.marks: SelectMarks | None = None
         self._scratch = _scratch_view()
 
@@ -191,14 +207,26 @@ class StreamProtocol(asyncio.BufferedProtocol):
     # -- signals for the client object -------------------------------------
 
     def defer_write(self, data: bytes) -> None:
-        """Queue a small send for one transport write at the end of this loop
-        iteration, with the other sends made until then (see `Client.send`)."""
+        """Queue a send for one transport write at the end of this loop
+        iteration, with the other sends made until then (see `Client.send`).
+
+        Small sends are copied into one bytearray; a large one is kept as it
+        is (bytes never change), so batching a bulk block costs no copy.
+        """
         pending = self.pending
+        size = len(data)
+        self.pending_size += size
         if pending is None:
-            self.pending = bytearray(data)
+            self.pending = [data if size >= DEFER_MAX else bytearray(data)]
             asyncio.get_running_loop().call_soon(self.flush)
+        elif size >= DEFER_MAX:
+            pending.append(data)
         else:
-            pending += data
+            last = pending[-1]
+            if type(last) is bytearray:
+                last += data
+            else:
+                pending.append(bytearray(data))
 
     def flush(self) -> None:
         """Hand the deferred sends to the transport (before any other write,
@@ -206,9 +234,14 @@ class StreamProtocol(asyncio.BufferedProtocol):
         pending = self.pending
         if pending is not None:
             self.pending = None
+            self.pending_size = 0
             transport = self.transport
             if transport is not None and not transport.is_closing():
-                transport.write(pending)
+                if len(pending) == 1:
+                    transport.write(pending[0])
+                else:
+                    # One system call for the whole batch (uvloop: writev).
+                    transport.writelines(pending)
 
     def wake_reader(self) -> None:
         """Wake the receive waiting on this connection, if any."""

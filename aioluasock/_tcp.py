@@ -1045,15 +1045,27 @@ class Client(_Socket):
                     and not self._send_shut
                     and proto.error is None
                     and not transport.is_closing()
-                    and size
-                    <= WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size() - len(proto.pending or b"")
                 ):
+                    room = WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size() - proto.pending_size
+                    if size > room and proto.pending is not None:
+                        # The batch is full (a bulk echo of more than one
+                        # read's worth of blocks): it goes out now, as `_send`
+                        # would send it first, and this send may fit after it.
+                        proto.flush()
+                        room = (
+                            -1
+                            if proto.writing_paused or transport.is_closing()
+                            else WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size()
+                        )
+                    if size > room:
+                        return await self._send([chunk])
                     self._sent += size
                     if self._buffer._data:
                         # More received bytes wait to be handled (pipelined
-                        # requests): batch this reply with the next ones into
-                        # one transport write at the end of the loop
-                        # iteration, instead of a system call per reply.
+                        # requests, or the next blocks of a bulk echo): batch
+                        # this reply with the next ones into one transport
+                        # write at the end of the loop iteration, instead of a
+                        # system call per reply.
                         proto.defer_write(chunk)
                         return size, None
                     if proto.pending is not None:

@@ -19,7 +19,7 @@ from conftest import HAS_IPV6, needs_ipv6
 
 import aioluasock as socket
 from aioluasock import BusyError, Client, Master, Server
-from aioluasock._protocol import READ_HIGH_WATER
+from aioluasock._protocol import DEFER_MAX, READ_HIGH_WATER, WRITE_HIGH_WATER
 
 T = TypeVar("T")
 
@@ -1393,6 +1393,88 @@ async def test_batched_replies_keep_their_order_through_every_path() -> None:
         assert peer.shutdown("send") == 1
         assert await client.receive("*a") == (bytes(expected), None)
         assert peer.getstats()[1] == len(expected)
+
+
+@pytest.mark.asyncio
+async def test_large_replies_join_the_batch_by_reference_and_keep_their_order() -> None:
+    # A reply of DEFER_MAX bytes or more, sent while requests are buffered,
+    # joins the batch as it is (no copy) between the small replies around it.
+    async with connected() as (client, peer):
+        client.settimeout(5)
+        peer.settimeout(5)
+        requests = b"".join(b"request %d\n" % n for n in range(6))
+        assert await client.send(requests) == (len(requests), None)
+        expected = bytearray()
+        for n in range(6):
+            assert await peer.receive("*l") == (b"request %d" % n, None)
+            reply = (b"%d" % n) * (DEFER_MAX if n % 2 else 3) + b"\n"
+            expected += reply
+            assert await peer.send(reply) == (len(reply), None)
+            if n == 1:  # no await has let the batch go out yet
+                proto = peer._proto
+                assert proto is not None
+                assert proto.pending is not None
+                assert proto.pending[-1] is reply
+                assert proto.pending_size == len(expected)
+        assert peer.shutdown("send") == 1
+        assert await bounded(client.receive("*a")) == (bytes(expected), None)
+        assert peer.getstats()[1] == len(expected)
+
+
+@pytest.mark.asyncio
+async def test_full_batch_goes_out_before_the_send_that_does_not_fit() -> None:
+    # Four 64 KiB echoes fill the batch up to the write high-water mark; the
+    # next send finds no room beside it, so the batch is written first and
+    # the send follows it (fast path or `_send`), in order.
+    block_size = 65536
+    data = payload(4 * block_size) + b"tail!"
+    async with connected() as (client, peer):
+        client.settimeout(10)
+        peer.settimeout(10)
+        assert await client.send(data) == (len(data), None)
+        assert await bounded(peer.receive(1)) == (data[:1], None)
+        while len(peer._buffer) < len(data) - 1:  # everything arrived (no pause below the mark)
+            await bounded(asyncio.sleep(0.01))
+        rest, err = await peer.receive(block_size - 1)
+        assert err is None
+        assert await peer.send(data[:1] + rest) == (block_size, None)
+        for n in range(1, 4):
+            block, err = await peer.receive(block_size)
+            assert (block, err) == (data[n * block_size : (n + 1) * block_size], None)
+            assert await peer.send(block) == (block_size, None)
+        proto = peer._proto
+        assert proto is not None
+        assert proto.pending_size == 4 * block_size == WRITE_HIGH_WATER
+        assert await peer.receive(5) == (b"tail!", None)
+        assert await peer.send(b"tail!") == (5, None)
+        assert proto.pending is None
+        assert await bounded(client.receive(len(data))) == (data, None)
+        assert peer.getstats()[1] == len(data)
+
+
+@pytest.mark.asyncio
+async def test_bulk_echo_of_blocks_read_together() -> None:
+    # The bulk benchmark's loop: several 64 KiB blocks arrive in one read and
+    # their echoes are batched; every byte comes back, in order.
+    block_size = 65536
+    count = 12
+    data = payload(block_size * count)
+    async with connected() as (client, peer):
+        client.settimeout(10)
+        peer.settimeout(10)
+
+        async def echo() -> None:
+            for _ in range(count):
+                block, err = await peer.receive(block_size)
+                assert err is None
+                assert await peer.send(block) == (block_size, None)
+
+        sent, received, _ = await bounded(
+            asyncio.gather(client.send(data), client.receive(len(data)), echo()), 20
+        )
+        assert sent == (len(data), None)
+        assert received == (data, None)
+        assert peer.getstats()[:2] == (len(data), len(data))
 
 
 @pytest.mark.asyncio
