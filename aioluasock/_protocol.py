@@ -103,6 +103,11 @@ class StreamProtocol(asyncio.BufferedProtocol):
         # uvloop's transports do not derive from asyncio.Transport: no isinstance check.
         stream = cast(asyncio.Transport, transport)
         self.transport = stream
+        if self.error is not None:
+            # The owner closed (or dropped) the connection while the transport
+            # came up: the transport owns the descriptor, so close it now.
+            stream.close()
+            return
         stream.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         if self.watchers:  # a select waiting for the connection to become writable
             self.notify()

@@ -96,7 +96,7 @@ class _Scan(Generic[S]):
                 ):
                     self.readable.append(obj)
                     continue
-                fd = obj._select_fd()
+                fd = obj._poll_fd()
             else:
                 fd = _foreign_fd(obj)
                 if fd >= 0 and _foreign_dirty(obj):

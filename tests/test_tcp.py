@@ -1029,28 +1029,36 @@ async def test_second_receiver_sender_acceptor_is_busy() -> None:
 @pytest.mark.asyncio
 async def test_busy_while_the_transport_comes_up() -> None:
     server, port = await listening()
-    clients = [ok(await socket.connect(LOCAL, port)) for _ in range(2)]
-    # accept returns at once; the transport comes up in the background, and
-    # a second receiver (or sender) meanwhile is refused all the same.
+    # accept returns at once, and the transport comes up on the loop's next
+    # iteration: a receive or a send made before that (in the accepting
+    # task's own step) waits for it, and a second receiver (or sender)
+    # meanwhile is refused all the same.
     server.settimeout(5)
-    reader = ok(await server.accept())
-    writer = ok(await server.accept())
+    clients = [ok(await socket.connect(LOCAL, port))]
     try:
-        first = asyncio.create_task(reader.receive(3))
+        assert await clients[0].send(b"abc") == (3, None)
+        reader = ok(await server.accept())
+        assert reader._proto is not None and reader._proto.transport is None
         second = asyncio.create_task(reader.receive(3))
-        sending = asyncio.create_task(writer.send(b"one"))
-        other_sending = asyncio.create_task(writer.send(b"two"))
+        async with asyncio.timeout(5):
+            first = await reader.receive(3)  # starts in this step (wait_for would make a task)
+        assert first == (b"abc", None)
         with pytest.raises(BusyError):
             await bounded(second)
+        clients.append(ok(await socket.connect(LOCAL, port)))
+        writer = ok(await server.accept())
+        assert writer._proto is not None and writer._proto.transport is None
+        other_sending = asyncio.create_task(writer.send(b"two"))
+        async with asyncio.timeout(5):
+            sent = await writer.send(b"one")
+        assert sent == (3, None)
         with pytest.raises(BusyError):
             await bounded(other_sending)
-        assert await bounded(sending) == (3, None)
-        by_port = {port_of(client): client for client in clients}
-        assert await by_port[peer_port_of(reader)].send(b"abc") == (3, None)
-        assert await bounded(first) == (b"abc", None)
-        assert await bounded(by_port[peer_port_of(writer)].receive(3)) == (b"one", None)
+        assert await bounded(clients[1].receive(3)) == (b"one", None)
+        reader.close()
+        writer.close()
     finally:
-        for obj in (*clients, reader, writer, server):
+        for obj in (*clients, server):
             obj.close()
 
 
