@@ -13,9 +13,11 @@ client that its owner forgets is garbage-collected (and closed, with a
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import errno
+import os
 import socket
 import time
 import warnings
@@ -107,8 +109,26 @@ def _check_port(port: object) -> str:
     return str(port)
 
 
+class _PlainSocket(socket.socket):
+    """A `socket.socket` whose `family` and `type` are the plain ints of the
+    C socket: `socket.socket` converts them to enums on every read (about a
+    microsecond each), and the loops read them several times per connection
+    (`accept`, `connect_accepted_socket`)."""
+
+    __slots__ = ()
+
+    family = _socket.socket.family  # type: ignore[assignment]
+    type = _socket.socket.type  # type: ignore[assignment]
+
+
+_NONBLOCKING_STREAM: Final = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+"""The socket type that makes a socket object non-blocking from the start,
+where the platform has the flag (it only sets the object's own mode: the
+descriptor itself is made non-blocking by the loop that takes it)."""
+
+
 def _new_socket(family: int) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = _PlainSocket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         if family == socket.AF_INET6:
@@ -886,13 +906,14 @@ class _Socket:
                 if sock is None or self._closed:
                     return None, CLOSED
                 try:
-                    conn, _ = sock.accept()
+                    # The C accept, without `socket.accept`'s enum conversions.
+                    fd, _ = sock._accept()  # type: ignore[attr-defined]
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                     pass
                 except OSError as exc:
                     return None, os_error_text(exc)
                 else:
-                    return self._adopt(loop, conn)
+                    return self._adopt(loop, sock.family, fd)
                 deadline = _next_deadline(loop, call)
                 if deadline == _EXPIRED:
                     return None, await _timed_out(waited)
@@ -903,12 +924,14 @@ class _Socket:
             self._accept_busy = False
 
     def _adopt(
-        self, loop: asyncio.AbstractEventLoop, conn: socket.socket
+        self, loop: asyncio.AbstractEventLoop, family: int, fd: int
     ) -> tuple[Client, None] | tuple[None, str]:
         try:
-            conn.setblocking(False)
+            conn = _PlainSocket(family, _NONBLOCKING_STREAM, 0, fd)
+            if _NONBLOCKING_STREAM == socket.SOCK_STREAM:  # pragma: no cover (no SOCK_NONBLOCK)
+                conn.setblocking(False)
         except OSError as exc:
-            conn.close()
+            os.close(fd)
             return None, os_error_text(exc)
         client = Client(conn, self._family)
         # A failure to attach shows in the client's first receive or send.
