@@ -470,21 +470,26 @@ class _Socket:
                         waiter.set_result(True)
                 waiters.clear()
 
-    async def _wait_fd(self, write: bool, deadline: float | None) -> bool:
+    async def _wait_fd(
+        self, loop: asyncio.AbstractEventLoop, write: bool, deadline: float | None, *, linger: bool = False
+    ) -> bool:
         """Wait until our own descriptor (not a transport's) is ready.
+
+        Args:
+            linger: keep the loop's callback until the next loop iteration
+                when this was the last waiter (see `_unwatch_fd`).
 
         Returns:
             False on timeout; True when ready or when the object was closed.
         """
         sock = self._sock
         assert sock is not None
-        loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
         self._watch_fd(loop, waiter, write)
         try:
             return await _wait_until(loop, waiter, deadline)
         finally:
-            self._unwatch_fd(loop, waiter, write)
+            self._unwatch_fd(loop, waiter, write, linger)
 
     def _watch_fd(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool) -> None:
         # Several waiters (an accept and a select, say) share one reader
@@ -499,15 +504,28 @@ class _Socket:
                 loop.add_reader(fd, self._fd_ready, self._fd_readers)
         waiters.append(waiter)
 
-    def _unwatch_fd(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool) -> None:
+    def _unwatch_fd(
+        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool, linger: bool = False
+    ) -> None:
         waiters = self._fd_writers if write else self._fd_readers
         if waiter in waiters:
+            if linger and len(waiters) == 1 and waiter.done():
+                # An accept loop is about to wait again in this same step,
+                # once it has taken what is pending: the (done) waiter keeps
+                # the loop's callback until the next iteration, instead of
+                # removing it now and adding it back (on uvloop a poll handle
+                # made and closed, and seven system calls, per wait).
+                loop.call_soon(self._end_linger, loop, waiter, write)
+                return
             waiters.remove(waiter)
             if not waiters and self._sock is not None and self._sock.fileno() >= 0:
                 if write:
                     loop.remove_writer(self._sock.fileno())
                 else:
                     loop.remove_reader(self._sock.fileno())
+
+    def _end_linger(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool) -> None:
+        self._unwatch_fd(loop, waiter, write)
 
     @staticmethod
     def _fd_ready(waiters: list[asyncio.Future[bool]]) -> None:
@@ -619,7 +637,7 @@ class _Socket:
             deadline = _next_deadline(loop, call)
             if deadline == _EXPIRED:
                 return await _timed_out(False)
-            if not await self._wait_fd(True, deadline):
+            if not await self._wait_fd(loop, True, deadline):
                 return TIMEOUT
         except asyncio.CancelledError:
             # A connect cancelled half-way leaves no half-open socket behind.
@@ -917,7 +935,7 @@ class _Socket:
                 deadline = _next_deadline(loop, call)
                 if deadline == _EXPIRED:
                     return None, await _timed_out(waited)
-                if not await self._wait_fd(False, deadline):
+                if not await self._wait_fd(loop, False, deadline, linger=True):
                     return None, TIMEOUT
                 waited = True
         finally:

@@ -471,6 +471,80 @@ async def test_accept_success_timeout_and_closed() -> None:
 
 
 @pytest.mark.asyncio
+async def test_pending_connections_are_accepted_in_order_with_their_bytes() -> None:
+    server, port = await listening()
+    clients = [ok(await socket.connect(LOCAL, port)) for _ in range(6)]
+    peers: list[Client] = []
+    try:
+        for index, client in enumerate(clients):
+            assert await client.send(b"line %d\n" % index) == (7, None)
+        server.settimeout(5)
+        # All pending at once: accepted back to back, in the order they came,
+        # each before its transport is up, and no first byte is lost.
+        peers = [ok(await server.accept()) for _ in clients]
+        assert [peer_port_of(peer) for peer in peers] == [port_of(client) for client in clients]
+        for index, peer in enumerate(peers):
+            assert await bounded(peer.receive()) == (b"line %d" % index, None)
+            assert await peer.send(b"ok\n") == (3, None)
+        for client in clients:
+            assert await bounded(client.receive()) == (b"ok", None)
+    finally:
+        for obj in (*clients, *peers, server):
+            obj.close()
+
+
+@pytest.mark.asyncio
+async def test_accept_loop_keeps_the_listener_callback_only_while_accepting() -> None:
+    loop = asyncio.get_running_loop()
+    server, port = await listening()
+    server.settimeout(5)
+    fd = server.getfd()
+    clients: list[Client] = []
+    peers: list[Client] = []
+
+    async def accept_two() -> tuple[Client, str | None]:
+        # As an accept loop does: the second accept starts in the same step
+        # as the first one returns (the callback is kept in between).
+        peer = ok(await server.accept())
+        peers.append(peer)
+        server.settimeout(0.05)
+        other, err = await server.accept()
+        assert other is None
+        return peer, err
+
+    try:
+        accepting = asyncio.ensure_future(accept_two())
+        await asyncio.sleep(0.02)
+        clients.append(ok(await socket.connect(LOCAL, port)))
+        peer, err = await bounded(accepting)
+        assert err == "timeout"
+        # The callback is gone once nobody accepts any more.
+        assert server._fd_readers == []
+        assert not loop.remove_reader(fd)
+
+        async def accept_then_close() -> Client:
+            # Closed in the same step as an accept that waited returns, while
+            # the callback is kept for a next accept: nothing is left behind.
+            peer = ok(await server.accept())
+            server.close()
+            return peer
+
+        server.settimeout(5)
+        accepting_then_closing = asyncio.ensure_future(accept_then_close())
+        await asyncio.sleep(0.02)
+        clients.append(ok(await socket.connect(LOCAL, port)))
+        peers.append(await bounded(accepting_then_closing))
+        await asyncio.sleep(0)
+        assert server._fd_readers == []
+        assert not loop.remove_reader(fd)
+        assert await server.accept() == (None, "closed")
+        assert peer is peers[0]
+    finally:
+        for obj in (*clients, *peers, server):
+            obj.close()
+
+
+@pytest.mark.asyncio
 async def test_getsockname_getpeername() -> None:
     async with connected() as (client, peer):
         local = client.getsockname()
