@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
-from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+import socket as std_socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -19,7 +21,8 @@ from conftest import HAS_IPV6, needs_ipv6
 
 import aioluasock as socket
 from aioluasock import BusyError, Client, Master, Server
-from aioluasock._protocol import READ_HIGH_WATER
+from aioluasock._protocol import READ_HIGH_WATER, StreamProtocol
+from aioluasock._tcp import _Attach
 
 T = TypeVar("T")
 
@@ -1065,6 +1068,129 @@ async def test_close_from_another_task_wakes_accept_and_send() -> None:
         count, err = await bounded(sender)
         assert err == "closed"
         assert 0 < count < 32 * MB
+
+
+@pytest.mark.asyncio
+async def test_close_before_the_transport_is_up() -> None:
+    server, port = await listening()
+    server.settimeout(5)
+    client = ok(await socket.connect(LOCAL, port))
+    try:
+        peer = ok(await server.accept())
+        assert peer._proto is not None and peer._proto.transport is None
+        # Closed before connection_made: the transport closes as it comes up.
+        assert peer.close() == 1
+        assert await peer.receive() == (b"", "closed")
+        assert await bounded(client.receive()) == (b"", "closed")
+    finally:
+        client.close()
+        server.close()
+
+
+# -- the attach driver (the loop's coroutine, stepped without a task) ---------------
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def attaching(
+    make: Callable[[StreamProtocol], Coroutine[Any, Any, object]],
+) -> tuple[Client, StreamProtocol, _Attach]:
+    """A client whose "transport" is being made by `make(proto)`."""
+    client = Client(None, std_socket.AF_INET)
+    proto = client._proto = StreamProtocol(client._buffer)
+    attach = client._attaching = _Attach(client, proto, make(proto))
+    return client, proto, attach
+
+
+@pytest.mark.asyncio
+async def test_attach_driver_follows_bare_yields_and_wakes_each_waiter() -> None:
+    transport = FakeTransport()
+
+    async def make(proto: StreamProtocol) -> tuple[FakeTransport, StreamProtocol]:
+        await asyncio.sleep(0)  # a bare yield
+        await asyncio.sleep(0)
+        return transport, proto
+
+    client, proto, attach = attaching(make)
+    attach.step()
+    first, second = attach.wait(), attach.wait()
+    first.cancel()  # one waiter giving up leaves the others alone
+    await bounded(second)
+    assert second.done() and not second.cancelled()
+    assert client._attaching is None and attach.error is None
+    finished = attach.wait()
+    assert finished.done()  # finished: at once
+    assert not transport.closed and proto.error is None
+    client.close()
+
+
+@pytest.mark.asyncio
+async def test_attach_driver_closes_what_was_closed_while_it_came_up() -> None:
+    transport = FakeTransport()
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def make(proto: StreamProtocol) -> tuple[FakeTransport, StreamProtocol]:
+        await gate
+        return transport, proto
+
+    client, _, attach = attaching(make)
+    attach.step()
+    client.close()
+    gate.set_result(None)
+    await bounded(attach.wait())
+    assert transport.closed
+
+
+@pytest.mark.asyncio
+async def test_attach_driver_reports_the_loops_error_to_receive_and_send() -> None:
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def make(proto: StreamProtocol) -> None:
+        await gate
+        raise ConnectionResetError(errno.ECONNRESET, "reset")
+
+    client, proto, attach = attaching(make)
+    attach.step()
+    receiving = asyncio.ensure_future(client.receive())
+    sending = asyncio.ensure_future(client.send(b"x"))
+    await asyncio.sleep(0)
+    gate.set_result(None)
+    assert await bounded(receiving) == (b"", "closed")
+    assert await bounded(sending) == (0, "closed")
+    assert attach.error == "closed" and proto.error == "closed"
+    client.close()
+
+
+@pytest.mark.asyncio
+async def test_attach_driver_raises_an_unexpected_error_in_its_caller() -> None:
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def fails_later(proto: StreamProtocol) -> None:
+        await gate
+        raise RuntimeError("unexpected")
+
+    client, proto, attach = attaching(fails_later)
+    attach.step()
+    waiting = attach.wait()
+    gate.set_result(None)
+    with pytest.raises(RuntimeError, match="unexpected"):
+        await bounded(waiting)
+    assert proto.error == "closed"
+    client.close()
+
+    async def fails_at_once(proto: StreamProtocol) -> None:
+        raise RuntimeError("at once")
+
+    client, _, attach = attaching(fails_at_once)
+    with pytest.raises(RuntimeError, match="at once"):
+        attach.step()  # nobody waits yet: the caller of the first step gets it
+    client.close()
 
 
 # -- concurrency -----------------------------------------------------------------
