@@ -675,17 +675,19 @@ class _Socket:
         # uvloop turns TCP_NODELAY on for every TCP transport (asyncio leaves
         # our sockets alone): keep the socket's own setting, as LuaSocket never
         # touches it, so "tcp-nodelay" reads the same on both loops.
-        nodelay: int | None = None
-        with contextlib.suppress(OSError):
+        try:
             nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        except OSError:
+            nodelay = None
         attach = self._attaching = _Attach(self, proto, loop.connect_accepted_socket(lambda: proto, sock))
         attach.step()  # both loops make the transport (and set TCP_NODELAY) in this first step
         if attach.error is not None:
             return attach.error
-        if nodelay is not None:
+        if nodelay == 0:
+            # Turned off again without asking first: one system call, not
+            # two, and harmless where the loop left the option alone.
             with contextlib.suppress(OSError):
-                if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != nodelay:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, nodelay)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
         return None
 
     async def _attach(self, loop: asyncio.AbstractEventLoop) -> str | None:
