@@ -130,16 +130,6 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if self.watchers:
             self.notify()
 
-    def data_received(self, data: bytes) -> None:
-        """Never called (both loops see a `BufferedProtocol` and call
-        `get_buffer`/`buffer_updated`). Defined because uvloop looks the
-        method up on every new transport, and a missing attribute costs an
-        AttributeError (its message formatted) per connection. Were a loop
-        to call it, it does what `buffer_updated` does."""
-        if not self.discard:  # pragma: no cover
-            self.buffer.feed(data)
-        self.buffer_updated(0)  # pragma: no cover
-
     def eof_received(self) -> bool:
         self.eof = True
         self.wake_reader()
