@@ -169,7 +169,7 @@ class ReceiveBuffer:
         A partial line loses its CRs, as a complete one would.
         """
         chunk = self.take_all()
-        if kind == LINE and b"\r" in chunk:
+        if kind == LINE and 13 in chunk:  # an int: see `take_line`
             chunk = chunk.replace(b"\r", b"")
         return chunk
 

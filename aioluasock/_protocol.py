@@ -159,6 +159,11 @@ class StreamProtocol(asyncio.BufferedProtocol):
         # uvloop's transports do not derive from asyncio.Transport: no isinstance check.
         stream = cast(asyncio.Transport, transport)
         self.transport = stream
+        if self.error is not None:
+            # The owner closed (or dropped) the connection while the transport
+            # came up: the transport owns the descriptor, so close it now.
+            stream.close()
+            return
         stream.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         if self.watchers or self.marks is not None:  # a select waiting for it to become writable
             self.notify()

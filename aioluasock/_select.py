@@ -100,9 +100,9 @@ class _Scan(Generic[S]):
                 ):
                     self.readable.append(obj)
                     continue
-                if proto is not None:
+                if proto is not None and proto.transport is not None:
                     continue  # its protocol will tell
-                fd = obj._select_fd()
+                fd = obj._poll_fd()
             else:
                 fd = _foreign_fd(obj)
                 if fd >= 0 and _foreign_dirty(obj):
@@ -312,9 +312,12 @@ class _Members:
         self.other: list[Selectable] = []  # the rest, scanned
         self.other_at: dict[int, int] = {}  # by id()
         for index, obj in enumerate(objects):
-            # A client keeps its protocol for good once it has one.
-            if isinstance(obj, Client) and obj._proto is not None and not obj._closed:
-                self.at[obj._proto] = index
+            # A client keeps its protocol for good once it has one. One whose
+            # transport is still coming up (just accepted) is scanned: bytes
+            # that arrived are still in the kernel.
+            proto = obj._proto if isinstance(obj, Client) and not obj._closed else None
+            if proto is not None and proto.transport is not None:
+                self.at[proto] = index
             else:
                 self.other.append(obj)
                 self.other_at[id(obj)] = index

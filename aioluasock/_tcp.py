@@ -13,13 +13,16 @@ client that its owner forgets is garbage-collected (and closed, with a
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import errno
+import os
 import socket
 import time
 import warnings
-from typing import Final, final, overload
+from collections.abc import Coroutine
+from typing import Any, Final, final, overload
 
 from ._buffer import ALL, LINE, LINE_PATTERN, NUMBER, Pattern, ReceiveBuffer, parse_pattern
 from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
@@ -106,8 +109,26 @@ def _check_port(port: object) -> str:
     return str(port)
 
 
+class _PlainSocket(socket.socket):
+    """A `socket.socket` whose `family` and `type` are the plain ints of the
+    C socket: `socket.socket` converts them to enums on every read (about a
+    microsecond each), and the loops read them several times per connection
+    (`accept`, `connect_accepted_socket`)."""
+
+    __slots__ = ()
+
+    family = _socket.socket.family  # type: ignore[assignment]
+    type = _socket.socket.type  # type: ignore[assignment]
+
+
+_NONBLOCKING_STREAM: Final = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+"""The socket type that makes a socket object non-blocking from the start,
+where the platform has the flag (it only sets the object's own mode: the
+descriptor itself is made non-blocking by the loop that takes it)."""
+
+
 def _new_socket(family: int) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = _PlainSocket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         if family == socket.AF_INET6:
@@ -167,6 +188,94 @@ async def _resolve(
     return [(info[0], info[4]) for info in infos]
 
 
+@final
+class _Attach:
+    """Runs the loop's `connect_accepted_socket` coroutine without a task.
+
+    A task would cost a loop iteration before the transport exists and
+    another two before its result reaches the caller; stepped by hand, the
+    first step (inside `accept`) makes the transport and the rest, waiting
+    for `connection_made`, finishes in a done callback. The coroutine must be
+    run to its end: closing it half-way closes the transport.
+
+    Attributes:
+        error: the attach failed: the loop's error text (the loop closed
+            the half-made transport and the socket with it).
+    """
+
+    __slots__ = ("_coro", "_owner", "_proto", "_waiters", "error")
+
+    def __init__(self, owner: _Socket, proto: StreamProtocol, coro: Coroutine[Any, Any, object]) -> None:
+        self._owner: _Socket | None = owner
+        self._proto = proto
+        self._coro = coro
+        self._waiters: list[asyncio.Future[None]] | None = None
+        self.error: str | None = None
+
+    def wait(self) -> asyncio.Future[None]:
+        """A future done when the attach has finished (one per waiter, so
+        that cancelling one wait leaves the others alone)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._owner is None:
+            waiter.set_result(None)
+        elif self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def step(self, _: object = None) -> None:
+        """Run the coroutine to its next suspension (as a task step would)."""
+        try:
+            awaited = self._coro.send(None)
+        except StopIteration as stop:
+            if self._proto.error is not None:
+                # Closed while the transport came up (a loop that did not call
+                # connection_made, which closes it in that case).
+                stop.value[0].close()
+            self._finish(None)
+        except OSError as exc:
+            self._fail(os_error_text(exc))
+            self._finish(None)
+        except Exception as exc:
+            # Unexpected: surfaces in the callers waiting, else in the loop's handler.
+            self._fail(CLOSED)
+            if not self._finish(exc):
+                raise
+        else:
+            if awaited is None:  # a bare yield: go on at the next iteration
+                asyncio.get_running_loop().call_soon(self.step)
+            else:  # a future, as a task handles it
+                awaited._asyncio_future_blocking = False
+                awaited.add_done_callback(self.step)
+
+    def _fail(self, error: str) -> None:
+        self.error = error
+        proto = self._proto
+        if proto.error is None:
+            proto.error = error
+        proto.wake_reader()
+        proto.wake_writer()
+        proto.notify()
+
+    def _finish(self, exc: Exception | None) -> bool:
+        """Detach from the owner and wake the waiters; False when an
+        exception found nobody to raise it in."""
+        owner, self._owner = self._owner, None
+        if owner is not None and owner._attaching is self:
+            owner._attaching = None
+        waiters, self._waiters = self._waiters, None
+        delivered = False
+        for waiter in waiters or ():
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
+                    delivered = True
+        return exc is None or delivered
+
+
 class _Socket:
     """State and methods common to every kind (not public)."""
 
@@ -203,7 +312,7 @@ class _Socket:
         self._recv_busy = False
         self._send_busy = False
         self._accept_busy = False
-        self._attaching: asyncio.Task[str | None] | None = None
+        self._attaching: _Attach | None = None
         self._send_shut = False
         self._sent = 0
         self._birthday = time.monotonic()
@@ -364,21 +473,26 @@ class _Socket:
                         waiter.set_result(True)
                 waiters.clear()
 
-    async def _wait_fd(self, write: bool, deadline: float | None) -> bool:
+    async def _wait_fd(
+        self, loop: asyncio.AbstractEventLoop, write: bool, deadline: float | None, *, linger: bool = False
+    ) -> bool:
         """Wait until our own descriptor (not a transport's) is ready.
+
+        Args:
+            linger: keep the loop's callback until the next loop iteration
+                when this was the last waiter (see `_unwatch_fd`).
 
         Returns:
             False on timeout; True when ready or when the object was closed.
         """
         sock = self._sock
         assert sock is not None
-        loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
         self._watch_fd(loop, waiter, write)
         try:
             return await _wait_until(loop, waiter, deadline)
         finally:
-            self._unwatch_fd(loop, waiter, write)
+            self._unwatch_fd(loop, waiter, write, linger)
 
     def _watch_fd(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool) -> None:
         # Several waiters (an accept and a select, say) share one reader
@@ -393,15 +507,28 @@ class _Socket:
                 loop.add_reader(fd, self._fd_ready, self._fd_readers)
         waiters.append(waiter)
 
-    def _unwatch_fd(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool) -> None:
+    def _unwatch_fd(
+        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool, linger: bool = False
+    ) -> None:
         waiters = self._fd_writers if write else self._fd_readers
         if waiter in waiters:
+            if linger and len(waiters) == 1 and waiter.done():
+                # An accept loop is about to wait again in this same step,
+                # once it has taken what is pending: the (done) waiter keeps
+                # the loop's callback until the next iteration, instead of
+                # removing it now and adding it back (on uvloop a poll handle
+                # made and closed, and seven system calls, per wait).
+                loop.call_soon(self._end_linger, loop, waiter, write)
+                return
             waiters.remove(waiter)
             if not waiters and self._sock is not None and self._sock.fileno() >= 0:
                 if write:
                     loop.remove_writer(self._sock.fileno())
                 else:
                     loop.remove_reader(self._sock.fileno())
+
+    def _end_linger(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool) -> None:
+        self._unwatch_fd(loop, waiter, write)
 
     @staticmethod
     def _fd_ready(waiters: list[asyncio.Future[bool]]) -> None:
@@ -431,9 +558,12 @@ class _Socket:
         return None
 
     def _drop_socket(self) -> None:
-        if self._proto is not None:
-            if self._proto.transport is not None:
-                self._proto.transport.close()
+        proto = self._proto
+        if proto is not None:
+            if proto.transport is not None:
+                proto.transport.close()
+            elif proto.error is None:
+                proto.error = CLOSED  # still coming up: closed once it is up
             self._proto = None
         elif self._sock is not None and not self._closed:
             self._wake_fd_waiters()
@@ -510,7 +640,7 @@ class _Socket:
             deadline = _next_deadline(loop, call)
             if deadline == _EXPIRED:
                 return await _timed_out(False)
-            if not await self._wait_fd(True, deadline):
+            if not await self._wait_fd(loop, True, deadline):
                 return TIMEOUT
         except asyncio.CancelledError:
             # A connect cancelled half-way leaves no half-open socket behind.
@@ -521,12 +651,22 @@ class _Socket:
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         return errno_text(code) if code else None
 
-    async def _attach(self, loop: asyncio.AbstractEventLoop) -> str | None:
-        """Put a connected socket under a transport and our protocol.
+    def _attach_start(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        """Put a connected socket under a transport and our protocol, now.
+
+        The loop's `connect_accepted_socket` makes the transport before its
+        first suspension and calls `connection_made` (which starts reading) on
+        the next loop iteration; an `_Attach` runs that coroutine without a
+        task and finishes it in the background. No caller waits for it: a
+        receive waits for bytes, which only come once reading started; a send
+        waits for the transport (`_ensure_stream`).
 
         `_proto` is set before the transport exists (its `transport` is
         `None` until `connection_made`): from then on the transport owns the
         descriptor, and `_close` must leave the socket to it.
+
+        Returns:
+            The error text when the loop refused the socket at once.
         """
         sock = self._sock
         if sock is None or self._closed:
@@ -538,64 +678,55 @@ class _Socket:
         # uvloop turns TCP_NODELAY on for every TCP transport (asyncio leaves
         # our sockets alone): keep the socket's own setting, as LuaSocket never
         # touches it, so "tcp-nodelay" reads the same on both loops.
-        nodelay: int | None = None
-        with contextlib.suppress(OSError):
-            nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         try:
-            await loop.connect_accepted_socket(lambda: proto, sock)
-        except asyncio.CancelledError:
-            self._close()
-            raise
-        except OSError as exc:
-            # The loop closed the half-made transport and the socket with it.
-            proto.error = os_error_text(exc)
-            proto.notify()
-            return proto.error
-        if self._closed:  # closed by another task while the transport came up
-            proto.transport.close()  # type: ignore[unreachable]  # mypy keeps the pre-await narrowing
-            return CLOSED
-        with contextlib.suppress(OSError):
-            if nodelay is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != nodelay:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, nodelay)
+            nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        except OSError:
+            nodelay = None
+        attach = self._attaching = _Attach(self, proto, loop.connect_accepted_socket(lambda: proto, sock))
+        attach.step()  # both loops make the transport (and set TCP_NODELAY) in this first step
+        if attach.error is not None:
+            return attach.error
+        if nodelay == 0:
+            # Turned off again without asking first: one system call, not
+            # two, and harmless where the loop left the option alone.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
         return None
 
-    def _attach_soon(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task[str | None]:
-        """Attach in the background (an accepted connection): `accept` returns
-        at once, so one accepting task takes every pending connection in one
-        go instead of one per loop iteration (which, under load, starves the
-        accept loop); the first receive or send waits for the attach."""
-        task = self._attaching
-        if task is None:
-            task = self._attaching = loop.create_task(self._attach(loop))
-            task.add_done_callback(self._attach_done)
-        return task
-
-    def _attach_done(self, task: asyncio.Task[str | None]) -> None:
-        self._attaching = None
-        if not task.cancelled():
-            task.exception()  # retrieved: an unexpected error surfaces in the caller instead
-        elif self._proto is None and self._sock is not None:
-            # Cancelled before it ran (the loop is shutting down): the
-            # socket never reached a transport, so it is still ours to close.
-            self._closed = True
-            self._sock.close()
+    async def _attach(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        """Attach (`_attach_start`) and wait until the transport is up."""
+        err = self._attach_start(loop)
+        attach = self._attaching
+        if err is None and attach is not None:
+            try:
+                await attach.wait()
+            except asyncio.CancelledError:
+                # A connect cancelled half-way leaves no half-open socket behind.
+                self._close()
+                raise
+            err = attach.error
+        if self._closed:  # closed by another task while the transport came up
+            return CLOSED
+        return err
 
     async def _ensure_stream(self) -> StreamProtocol | None:
-        """The client's protocol once its transport is up: waits for a
-        background attach, or starts one after a connect that timed out and
+        """The client's protocol once its transport is up: waits for an
+        attach in progress, or starts one after a connect that timed out and
         finished later; `None` if the socket is not connected."""
-        task = self._attaching
-        if task is None:
+        attach = self._attaching
+        if attach is None:
             if self._proto is not None or self._closed or self._sock is None:
                 return self._proto
             try:
                 self._sock.getpeername()
             except OSError:
                 return None
-            task = self._attach_soon(asyncio.get_running_loop())
-        # Shielded: a receive cancelled while the transport comes up must not
-        # take the connection down with it.
-        await asyncio.shield(task)
+            self._attach_start(asyncio.get_running_loop())
+            attach = self._attaching
+        if attach is not None:
+            # A caller cancelled while the transport comes up drops only its
+            # own wait: the attach goes on.
+            await attach.wait()
         return self._proto
 
     # receive -----------------------------------------------------------------
@@ -801,32 +932,36 @@ class _Socket:
                 if sock is None or self._closed:
                     return None, CLOSED
                 try:
-                    conn, _ = sock.accept()
+                    # The C accept, without `socket.accept`'s enum conversions.
+                    fd, _ = sock._accept()  # type: ignore[attr-defined]
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                     pass
                 except OSError as exc:
                     return None, os_error_text(exc)
                 else:
-                    return await self._adopt(loop, conn)
+                    return self._adopt(loop, sock.family, fd)
                 deadline = _next_deadline(loop, call)
                 if deadline == _EXPIRED:
                     return None, await _timed_out(waited)
-                if not await self._wait_fd(False, deadline):
+                if not await self._wait_fd(loop, False, deadline, linger=True):
                     return None, TIMEOUT
                 waited = True
         finally:
             self._accept_busy = False
 
-    async def _adopt(
-        self, loop: asyncio.AbstractEventLoop, conn: socket.socket
+    def _adopt(
+        self, loop: asyncio.AbstractEventLoop, family: int, fd: int
     ) -> tuple[Client, None] | tuple[None, str]:
         try:
-            conn.setblocking(False)
+            conn = _PlainSocket(family, _NONBLOCKING_STREAM, 0, fd)
+            if _NONBLOCKING_STREAM == socket.SOCK_STREAM:  # pragma: no cover (no SOCK_NONBLOCK)
+                conn.setblocking(False)
         except OSError as exc:
-            conn.close()
+            os.close(fd)
             return None, os_error_text(exc)
         client = Client(conn, self._family)
-        client._attach_soon(loop)
+        # A failure to attach shows in the client's first receive or send.
+        client._attach_start(loop)
         return client, None
 
     # select support ----------------------------------------------------------
@@ -837,6 +972,17 @@ class _Socket:
         if self._closed or self._sock is None or self._proto is not None:
             return -1
         return self._sock.fileno()
+
+    def _poll_fd(self) -> int:
+        """The descriptor `select`'s immediate check polls for reading:
+        `_select_fd`'s, or the socket's own while its transport is coming up
+        (after an accept): bytes that arrived are still in the kernel, as the
+        transport has not started reading. The wait itself watches the protocol."""
+        proto = self._proto
+        if proto is not None and proto.transport is None and proto.error is None and not self._closed:
+            assert self._sock is not None
+            return self._sock.fileno()
+        return self._select_fd()
 
 
 @final
@@ -963,14 +1109,11 @@ class Client(_Socket):
                     data = b""
                 if data is None:
                     timeout = self._timeout
-                    if (
-                        self._proto is None
-                        or self._attaching is not None
-                        or timeout.block is not None
-                        or timeout.total is not None
-                    ):
+                    if self._proto is None or timeout.block is not None or timeout.total is not None:
                         return await self._receive([pattern], b"")
-                    # No timeout and an attached transport: wait right here.
+                    # No timeout and a protocol (its transport may still be
+                    # coming up after an accept: bytes only arrive once it
+                    # is, so there is nothing else to wait for): wait right here.
                     # These are the steps of `_receive` -> `_read` ->
                     # `_wait_readable` with no deadline (the result, the
                     # partial on failure, the busy guard, the read waiter and

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
-from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+import socket as std_socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -19,7 +21,8 @@ from conftest import HAS_IPV6, needs_ipv6
 
 import aioluasock as socket
 from aioluasock import BusyError, Client, Master, Server
-from aioluasock._protocol import DEFER_MAX, READ_HIGH_WATER, WRITE_HIGH_WATER
+from aioluasock._protocol import DEFER_MAX, READ_HIGH_WATER, WRITE_HIGH_WATER, StreamProtocol
+from aioluasock._tcp import _Attach
 
 T = TypeVar("T")
 
@@ -468,6 +471,80 @@ async def test_accept_success_timeout_and_closed() -> None:
     assert result == (None, "closed") and spent < 0.05
     client.close()
     peer.close()
+
+
+@pytest.mark.asyncio
+async def test_pending_connections_are_accepted_in_order_with_their_bytes() -> None:
+    server, port = await listening()
+    clients = [ok(await socket.connect(LOCAL, port)) for _ in range(6)]
+    peers: list[Client] = []
+    try:
+        for index, client in enumerate(clients):
+            assert await client.send(b"line %d\n" % index) == (7, None)
+        server.settimeout(5)
+        # All pending at once: accepted back to back, in the order they came,
+        # each before its transport is up, and no first byte is lost.
+        peers = [ok(await server.accept()) for _ in clients]
+        assert [peer_port_of(peer) for peer in peers] == [port_of(client) for client in clients]
+        for index, peer in enumerate(peers):
+            assert await bounded(peer.receive()) == (b"line %d" % index, None)
+            assert await peer.send(b"ok\n") == (3, None)
+        for client in clients:
+            assert await bounded(client.receive()) == (b"ok", None)
+    finally:
+        for obj in (*clients, *peers, server):
+            obj.close()
+
+
+@pytest.mark.asyncio
+async def test_accept_loop_keeps_the_listener_callback_only_while_accepting() -> None:
+    loop = asyncio.get_running_loop()
+    server, port = await listening()
+    server.settimeout(5)
+    fd = server.getfd()
+    clients: list[Client] = []
+    peers: list[Client] = []
+
+    async def accept_two() -> tuple[Client, str | None]:
+        # As an accept loop does: the second accept starts in the same step
+        # as the first one returns (the callback is kept in between).
+        peer = ok(await server.accept())
+        peers.append(peer)
+        server.settimeout(0.05)
+        other, err = await server.accept()
+        assert other is None
+        return peer, err
+
+    try:
+        accepting = asyncio.ensure_future(accept_two())
+        await asyncio.sleep(0.02)
+        clients.append(ok(await socket.connect(LOCAL, port)))
+        peer, err = await bounded(accepting)
+        assert err == "timeout"
+        # The callback is gone once nobody accepts any more.
+        assert server._fd_readers == []
+        assert not loop.remove_reader(fd)
+
+        async def accept_then_close() -> Client:
+            # Closed in the same step as an accept that waited returns, while
+            # the callback is kept for a next accept: nothing is left behind.
+            peer = ok(await server.accept())
+            server.close()
+            return peer
+
+        server.settimeout(5)
+        accepting_then_closing = asyncio.ensure_future(accept_then_close())
+        await asyncio.sleep(0.02)
+        clients.append(ok(await socket.connect(LOCAL, port)))
+        peers.append(await bounded(accepting_then_closing))
+        await asyncio.sleep(0)
+        assert server._fd_readers == []
+        assert not loop.remove_reader(fd)
+        assert await server.accept() == (None, "closed")
+        assert peer is peers[0]
+    finally:
+        for obj in (*clients, *peers, server):
+            obj.close()
 
 
 @pytest.mark.asyncio
@@ -993,6 +1070,129 @@ async def test_close_from_another_task_wakes_accept_and_send() -> None:
         assert 0 < count < 32 * MB
 
 
+@pytest.mark.asyncio
+async def test_close_before_the_transport_is_up() -> None:
+    server, port = await listening()
+    server.settimeout(5)
+    client = ok(await socket.connect(LOCAL, port))
+    try:
+        peer = ok(await server.accept())
+        assert peer._proto is not None and peer._proto.transport is None
+        # Closed before connection_made: the transport closes as it comes up.
+        assert peer.close() == 1
+        assert await peer.receive() == (b"", "closed")
+        assert await bounded(client.receive()) == (b"", "closed")
+    finally:
+        client.close()
+        server.close()
+
+
+# -- the attach driver (the loop's coroutine, stepped without a task) ---------------
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def attaching(
+    make: Callable[[StreamProtocol], Coroutine[Any, Any, object]],
+) -> tuple[Client, StreamProtocol, _Attach]:
+    """A client whose "transport" is being made by `make(proto)`."""
+    client = Client(None, std_socket.AF_INET)
+    proto = client._proto = StreamProtocol(client._buffer)
+    attach = client._attaching = _Attach(client, proto, make(proto))
+    return client, proto, attach
+
+
+@pytest.mark.asyncio
+async def test_attach_driver_follows_bare_yields_and_wakes_each_waiter() -> None:
+    transport = FakeTransport()
+
+    async def make(proto: StreamProtocol) -> tuple[FakeTransport, StreamProtocol]:
+        await asyncio.sleep(0)  # a bare yield
+        await asyncio.sleep(0)
+        return transport, proto
+
+    client, proto, attach = attaching(make)
+    attach.step()
+    first, second = attach.wait(), attach.wait()
+    first.cancel()  # one waiter giving up leaves the others alone
+    await bounded(second)
+    assert second.done() and not second.cancelled()
+    assert client._attaching is None and attach.error is None
+    finished = attach.wait()
+    assert finished.done()  # finished: at once
+    assert not transport.closed and proto.error is None
+    client.close()
+
+
+@pytest.mark.asyncio
+async def test_attach_driver_closes_what_was_closed_while_it_came_up() -> None:
+    transport = FakeTransport()
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def make(proto: StreamProtocol) -> tuple[FakeTransport, StreamProtocol]:
+        await gate
+        return transport, proto
+
+    client, _, attach = attaching(make)
+    attach.step()
+    client.close()
+    gate.set_result(None)
+    await bounded(attach.wait())
+    assert transport.closed
+
+
+@pytest.mark.asyncio
+async def test_attach_driver_reports_the_loops_error_to_receive_and_send() -> None:
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def make(proto: StreamProtocol) -> None:
+        await gate
+        raise ConnectionResetError(errno.ECONNRESET, "reset")
+
+    client, proto, attach = attaching(make)
+    attach.step()
+    receiving = asyncio.ensure_future(client.receive())
+    sending = asyncio.ensure_future(client.send(b"x"))
+    await asyncio.sleep(0)
+    gate.set_result(None)
+    assert await bounded(receiving) == (b"", "closed")
+    assert await bounded(sending) == (0, "closed")
+    assert attach.error == "closed" and proto.error == "closed"
+    client.close()
+
+
+@pytest.mark.asyncio
+async def test_attach_driver_raises_an_unexpected_error_in_its_caller() -> None:
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def fails_later(proto: StreamProtocol) -> None:
+        await gate
+        raise RuntimeError("unexpected")
+
+    client, proto, attach = attaching(fails_later)
+    attach.step()
+    waiting = attach.wait()
+    gate.set_result(None)
+    with pytest.raises(RuntimeError, match="unexpected"):
+        await bounded(waiting)
+    assert proto.error == "closed"
+    client.close()
+
+    async def fails_at_once(proto: StreamProtocol) -> None:
+        raise RuntimeError("at once")
+
+    client, _, attach = attaching(fails_at_once)
+    with pytest.raises(RuntimeError, match="at once"):
+        attach.step()  # nobody waits yet: the caller of the first step gets it
+    client.close()
+
+
 # -- concurrency -----------------------------------------------------------------
 
 
@@ -1029,28 +1229,36 @@ async def test_second_receiver_sender_acceptor_is_busy() -> None:
 @pytest.mark.asyncio
 async def test_busy_while_the_transport_comes_up() -> None:
     server, port = await listening()
-    clients = [ok(await socket.connect(LOCAL, port)) for _ in range(2)]
-    # accept returns at once; the transport comes up in the background, and
-    # a second receiver (or sender) meanwhile is refused all the same.
+    # accept returns at once, and the transport comes up on the loop's next
+    # iteration: a receive or a send made before that (in the accepting
+    # task's own step) waits for it, and a second receiver (or sender)
+    # meanwhile is refused all the same.
     server.settimeout(5)
-    reader = ok(await server.accept())
-    writer = ok(await server.accept())
+    clients = [ok(await socket.connect(LOCAL, port))]
     try:
-        first = asyncio.create_task(reader.receive(3))
+        assert await clients[0].send(b"abc") == (3, None)
+        reader = ok(await server.accept())
+        assert reader._proto is not None and reader._proto.transport is None
         second = asyncio.create_task(reader.receive(3))
-        sending = asyncio.create_task(writer.send(b"one"))
-        other_sending = asyncio.create_task(writer.send(b"two"))
+        async with asyncio.timeout(5):
+            first = await reader.receive(3)  # starts in this step (wait_for would make a task)
+        assert first == (b"abc", None)
         with pytest.raises(BusyError):
             await bounded(second)
+        clients.append(ok(await socket.connect(LOCAL, port)))
+        writer = ok(await server.accept())
+        assert writer._proto is not None and writer._proto.transport is None
+        other_sending = asyncio.create_task(writer.send(b"two"))
+        async with asyncio.timeout(5):
+            sent = await writer.send(b"one")
+        assert sent == (3, None)
         with pytest.raises(BusyError):
             await bounded(other_sending)
-        assert await bounded(sending) == (3, None)
-        by_port = {port_of(client): client for client in clients}
-        assert await by_port[peer_port_of(reader)].send(b"abc") == (3, None)
-        assert await bounded(first) == (b"abc", None)
-        assert await bounded(by_port[peer_port_of(writer)].receive(3)) == (b"one", None)
+        assert await bounded(clients[1].receive(3)) == (b"one", None)
+        reader.close()
+        writer.close()
     finally:
-        for obj in (*clients, reader, writer, server):
+        for obj in (*clients, server):
             obj.close()
 
 
