@@ -102,6 +102,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
 
     Attributes:
         buffer: the receive buffer (owned by the client object, shared here).
+        loop: the loop the connection lives on.
         transport: set by `connection_made`.
         eof: the peer ended its side of the stream.
         error: set when the connection was lost: LuaSocket's text for the
@@ -125,6 +126,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         "eof",
         "error",
         "keep_reading",
+        "loop",
         "marks",
         "pending",
         "pending_size",
@@ -136,8 +138,11 @@ class StreamProtocol(asyncio.BufferedProtocol):
         "writing_paused",
     )
 
-    def __init__(self, buffer: ReceiveBuffer) -> None:
+    def __init__(self, buffer: ReceiveBuffer, loop: asyncio.AbstractEventLoop) -> None:
         self.buffer = buffer
+        # Kept, not looked up: on Python 3.11 every `get_running_loop()` makes
+        # a getpid() system call, and the hot paths need the loop per line.
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.eof = False
         self.error: str | None = None
@@ -223,7 +228,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.pending_size += size
         if pending is None:
             self.pending = [data if size >= DEFER_MAX else bytearray(data)]
-            asyncio.get_running_loop().call_soon(self.flush)
+            self.loop.call_soon(self.flush)
         elif size >= DEFER_MAX:
             pending.append(data)
         else:

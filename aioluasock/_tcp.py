@@ -215,7 +215,7 @@ class _Attach:
     def wait(self) -> asyncio.Future[None]:
         """A future done when the attach has finished (one per waiter, so
         that cancelling one wait leaves the others alone)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = self._proto.loop.create_future()
         if self._owner is None:
             waiter.set_result(None)
         elif self._waiters is None:
@@ -244,7 +244,7 @@ class _Attach:
                 raise
         else:
             if awaited is None:  # a bare yield: go on at the next iteration
-                asyncio.get_running_loop().call_soon(self.step)
+                self._proto.loop.call_soon(self.step)
             else:  # a future, as a task handles it
                 awaited._asyncio_future_blocking = False
                 awaited.add_done_callback(self.step)
@@ -674,7 +674,7 @@ class _Socket:
         # The transport takes over the descriptor's reader/writer callbacks:
         # a select watching it directly must rescan (it will watch the protocol).
         self._wake_fd_waiters()
-        proto = self._proto = StreamProtocol(self._buffer)
+        proto = self._proto = StreamProtocol(self._buffer, loop)
         # uvloop turns TCP_NODELAY on for every TCP transport (asyncio leaves
         # our sockets alone): keep the socket's own setting, as LuaSocket never
         # touches it, so "tcp-nodelay" reads the same on both loops.
@@ -1120,7 +1120,7 @@ class Client(_Socket):
                     # `keep_reading`, the clear after a close), inlined: no
                     # clock reading, no timer, and one coroutine to resume per
                     # wake instead of four.
-                    new_future = asyncio.get_running_loop().create_future
+                    new_future = self._proto.loop.create_future
                     self._recv_busy = True
                     try:
                         while data is None:

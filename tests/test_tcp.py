@@ -1103,7 +1103,7 @@ def attaching(
 ) -> tuple[Client, StreamProtocol, _Attach]:
     """A client whose "transport" is being made by `make(proto)`."""
     client = Client(None, std_socket.AF_INET)
-    proto = client._proto = StreamProtocol(client._buffer)
+    proto = client._proto = StreamProtocol(client._buffer, asyncio.get_running_loop())
     attach = client._attaching = _Attach(client, proto, make(proto))
     return client, proto, attach
 
