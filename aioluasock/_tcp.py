@@ -27,7 +27,7 @@ from typing import Any, Final, final, overload
 from ._buffer import ALL, LINE, LINE_PATTERN, NUMBER, Pattern, ReceiveBuffer, parse_pattern
 from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
 from ._options import OptionValue, get_option, lookup, set_option
-from ._protocol import READ_LOW_WATER, WRITE_HIGH_WATER, StreamProtocol
+from ._protocol import READ_LOW_WATER, WRITE_HIGH_WATER, StreamProtocol, protocol_class
 from ._timeout import CallDeadline, TimeoutState
 
 __all__ = ["Client", "Master", "Server", "tcp", "tcp4", "tcp6"]
@@ -674,7 +674,7 @@ class _Socket:
         # The transport takes over the descriptor's reader/writer callbacks:
         # a select watching it directly must rescan (it will watch the protocol).
         self._wake_fd_waiters()
-        proto = self._proto = StreamProtocol(self._buffer, loop)
+        proto = self._proto = protocol_class(loop)(self._buffer, loop)
         # uvloop turns TCP_NODELAY on for every TCP transport (asyncio leaves
         # our sockets alone): keep the socket's own setting, as LuaSocket never
         # touches it, so "tcp-nodelay" reads the same on both loops.

@@ -4,9 +4,9 @@
 
 A real connection is set up, then its transport is swapped for a stand-in
 whose `write` only counts, and a loop callback feeds one 64-byte line at a
-time through the protocol's own `get_buffer`/`buffer_updated` (as a socket
-read would). Each variant is the same loop of "feed one line, let the server
-answer it":
+time as the loop's socket read would (`data_received` with a new `bytes` on
+uvloop, `get_buffer`/`buffer_updated` on the stdlib loop). Each variant is
+the same loop of "feed one line, let the server answer it":
 
 - ``aioluasock``: a task doing ``receive("*l")`` + ``send(line + b"\\n")``;
 - ``aioluasock-buffered``: the same, with 8 lines fed per read (the fast path
@@ -140,9 +140,14 @@ async def bench_aioluasock(lines: int, per_read: int = 1) -> float:
     await asyncio.sleep(0)
 
     def feed() -> None:
-        view = proto.get_buffer(-1)
-        view[: len(chunk)] = chunk
-        proto.buffer_updated(len(chunk))
+        # As the loop would: uvloop hands a plain protocol a `bytes` of what
+        # it read; the stdlib loop reads into the protocol's buffer.
+        if isinstance(proto, asyncio.Protocol):
+            proto.data_received(bytes(chunk))
+        else:
+            view = proto.get_buffer(-1)
+            view[: len(chunk)] = chunk
+            proto.buffer_updated(len(chunk))
 
     try:
         us = await _drive(feed, lines // per_read, lambda: fake.written >= lines * len(LINE))
