@@ -11,9 +11,10 @@ is proportional to the objects passed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import select as _os_select
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from ._errors import TIMEOUT
@@ -441,12 +442,19 @@ def _cache() -> _Cache:
     return cache
 
 
-async def _select_group(cache: _Cache, group: _Group, limit: float | None) -> SelectResult:
-    """`select` over a cached pair."""
-    marks = cache.marks
-    found = group.ready(marks)
-    if found[0] or found[1]:
-        return found[0], found[1], None
+async def _until_ready(
+    check: Callable[[], tuple[list[Selectable], list[Selectable]]],
+    recv: list[Selectable],
+    send: list[Selectable],
+    marks: SelectMarks | None,
+    limit: float | None,
+) -> SelectResult:
+    """Check; if nothing is ready, wait for a change and check again, until
+    `limit`. Objects of `recv`/`send` are watched one by one (`_Watch`); the
+    connections of a cached list are woken through `marks` instead."""
+    readable, writable = check()
+    if readable or writable:
+        return readable, writable, None
     loop = asyncio.get_running_loop()
     if limit == 0:
         await asyncio.sleep(0)
@@ -454,20 +462,29 @@ async def _select_group(cache: _Cache, group: _Group, limit: float | None) -> Se
     deadline = None if limit is None else loop.time() + limit
     while True:
         waiter: asyncio.Future[bool] = loop.create_future()
-        marks.waiters.append(waiter)
-        watch = _Watch(loop, waiter)  # for the objects that are scanned
+        if marks is not None:
+            marks.waiters.append(waiter)
+        watch = _Watch(loop, waiter)
         try:
-            watch.add(group.recv.other, group.send.other)
+            watch.add(recv, send)
             woken = await _wait_until(loop, waiter, deadline)
         finally:
             watch.remove()
-            if waiter in marks.waiters:
+            if marks is not None and waiter in marks.waiters:
                 marks.waiters.remove(waiter)
-        found = group.ready(marks)
-        if found[0] or found[1]:
-            return found[0], found[1], None
+        readable, writable = check()
+        if readable or writable:
+            return readable, writable, None
         if not woken:
             return [], [], TIMEOUT
+
+
+def _scanner(recv: list[Selectable], send: list[Selectable]) -> Callable[[], tuple[Objects, Objects]]:
+    def check() -> tuple[Objects, Objects]:
+        scan = _Scan(recv, send)
+        return scan.readable, scan.writable
+
+    return check
 
 
 async def select(
@@ -495,34 +512,18 @@ async def select(
     """
     limit = parse_timeout(timeout)
     cache = _cache() if _cacheable(recvt, sendt) else None
-    if cache is not None:
-        group = cache.lookup(recvt, sendt)
-        if group is not None:
-            return await _select_group(cache, group, limit)  # type: ignore[return-value]  # the objects given
-    recv = _unique(recvt)
-    send = _unique(sendt)
-    if cache is not None:
-        group = cache.offer(recvt, sendt, recv, send)  # type: ignore[arg-type]  # lists, checked
-        if group is not None:
-            return await _select_group(cache, group, limit)  # type: ignore[return-value]
-    scan = _Scan(recv, send)
-    if scan.ready:
-        return scan.readable, scan.writable, None
-    loop = asyncio.get_running_loop()
-    if limit == 0:
-        await asyncio.sleep(0)
-        return [], [], TIMEOUT
-    deadline = None if limit is None else loop.time() + limit
-    while True:
-        waiter: asyncio.Future[bool] = loop.create_future()
-        watch = _Watch(loop, waiter)
-        try:
-            watch.add(recv, send)
-            woken = await _wait_until(loop, waiter, deadline)
-        finally:
-            watch.remove()
-        scan = _Scan(recv, send)
-        if scan.ready:
-            return scan.readable, scan.writable, None
-        if not woken:
-            return [], [], TIMEOUT
+    group = None if cache is None else cache.lookup(recvt, sendt)
+    if group is None:
+        recv = cast(Objects, _unique(recvt))
+        send = cast(Objects, _unique(sendt))
+        if cache is not None:
+            group = cache.offer(cast(Objects, recvt), cast(Objects | None, sendt), recv, send)
+    if group is None:
+        result = await _until_ready(_scanner(recv, send), recv, send, None, limit)
+    else:
+        # Connections by their marks; any other object scanned and watched.
+        marks = cast(_Cache, cache).marks
+        result = await _until_ready(
+            functools.partial(group.ready, marks), group.recv.other, group.send.other, marks, limit
+        )
+    return result  # type: ignore[return-value]  # the objects given, in order

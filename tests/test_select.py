@@ -12,12 +12,13 @@ import contextlib
 import resource
 import socket as pysocket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import cast
 
 import pytest
 
 import aioluasock as socket
+from aioluasock import _select
 from aioluasock._select import Selectable
 
 TIMEOUT: tuple[list[Selectable], list[Selectable], str] = ([], [], "timeout")
@@ -850,6 +851,14 @@ async def many_connected(
         server.close()
 
 
+async def cached_idle(watched: Sequence[Selectable]) -> None:
+    """Pass `watched` (nothing ready in it) until select has cached it."""
+
+    for _ in range(3):
+        assert await socket.select(watched, None, 0) == TIMEOUT
+    assert _select._cache().lookup(watched, None) is not None  # the fast path is in use
+
+
 async def _settle(client: socket.Client, size: int) -> None:
     """Wait (bounded) until `size` bytes are buffered on `client`."""
     for _ in range(500):
@@ -868,13 +877,9 @@ async def _same_as_scan(recvt: list[socket.Client], sendt: list[socket.Client] |
 
 @pytest.mark.asyncio
 async def test_cached_list_follows_every_change() -> None:
-    from aioluasock import _select
-
     async with many_connected() as (clients, peers):
         watched = list(peers)
-        for _ in range(3):
-            assert await socket.select(watched, None, 0) == TIMEOUT
-        assert _select._cache().lookup(watched, None) is not None  # the fast path is in use
+        await cached_idle(watched)
 
         # Bytes arrive on some, in any order: reported in the list's order.
         for index in (31, 2, 17):
@@ -913,8 +918,7 @@ async def test_cached_list_changed_in_place_is_seen() -> None:
     async with many_connected(GROUP + 1) as (clients, peers):
         watched = peers[:GROUP]
         late = peers[GROUP]
-        for _ in range(3):
-            assert await socket.select(watched, None, 0) == TIMEOUT
+        await cached_idle(watched)
         assert await clients[GROUP].send(b"x\n") == (2, None)
         await _settle(late, 2)
         assert await socket.select(watched, None, 0) == TIMEOUT  # not in the list
@@ -933,8 +937,7 @@ async def test_cached_list_changed_in_place_is_seen() -> None:
 async def test_cached_list_wakes_a_waiting_select() -> None:
     async with many_connected() as (clients, peers):
         watched = list(peers)
-        for _ in range(3):
-            assert await socket.select(watched, None, 0) == TIMEOUT
+        await cached_idle(watched)
         assert await socket.select(watched, None, 0.05) == TIMEOUT  # waits, then times out
 
         async def later() -> None:
@@ -945,7 +948,6 @@ async def test_cached_list_wakes_a_waiting_select() -> None:
         assert await socket.select(watched, None, 5) == ([peers[23]], [], None)
         await task
         # A cancelled waiting select leaves no waiter behind.
-        from aioluasock import _select
 
         assert await peers[23].receive() == (b"wake", None)
         waiting = asyncio.ensure_future(socket.select(watched, None, 5))
@@ -962,8 +964,7 @@ async def test_cached_list_sees_bytes_put_back_by_a_cancelled_receive() -> None:
     # connection is readable again although no byte arrived.
     async with many_connected() as (clients, peers):
         watched = list(peers)
-        for _ in range(3):
-            assert await socket.select(watched, None, 0) == TIMEOUT
+        await cached_idle(watched)
         assert await clients[7].send(b"first\n") == (6, None)
         await _settle(peers[7], 6)
         receiving = asyncio.ensure_future(peers[7].receive("*l", "*l"))
@@ -1020,12 +1021,9 @@ async def test_cached_send_list() -> None:
 
 @pytest.mark.asyncio
 async def test_cached_list_forgets_closed_connections() -> None:
-    from aioluasock import _select
-
     async with many_connected() as (clients, peers):
         watched = list(peers)
-        for _ in range(3):
-            assert await socket.select(watched, None, 0) == TIMEOUT
+        await cached_idle(watched)
         marks = _select._cache().marks
         for index in range(GROUP):
             assert await clients[index].send(b"x\n") == (2, None)
@@ -1044,7 +1042,6 @@ async def test_cached_list_forgets_closed_connections() -> None:
 @pytest.mark.asyncio
 async def test_many_cached_lists_at_once() -> None:
     # More lists than the cache keeps, used in turn: each answers right.
-    from aioluasock import _select
 
     async with many_connected(GROUP + _select.GROUP_MAX + 2) as (clients, peers):
         lists = [peers[start : start + GROUP] for start in range(_select.GROUP_MAX + 3)]
@@ -1072,15 +1069,12 @@ async def test_many_cached_lists_at_once() -> None:
 async def test_cached_list_with_other_objects() -> None:
     # Servers and foreign objects are watched on their descriptors: they are
     # scanned on every call, the connections of the same list go by marks.
-    from aioluasock import _select
 
     async with many_connected() as (clients, peers), connected() as (server, _client, _peer):
         with socketpair() as (a, b):
             foreign = Foreign(a)
             watched = watch(*peers, server, foreign)
-            for _ in range(3):
-                assert await socket.select(watched, None, 0) == TIMEOUT
-            assert _select._cache().lookup(watched, None) is not None
+            await cached_idle(watched)
             b.send(b"!")
             assert await clients[0].send(b"x\n") == (2, None)
             await _settle(peers[0], 2)
@@ -1185,8 +1179,6 @@ async def test_luasocket_style_server_loop() -> None:
 
 @pytest.mark.asyncio
 async def test_list_of_mostly_other_objects_is_not_cached() -> None:
-    from aioluasock import _select
-
     # Closed objects (ignored by select) stand for any object that is scanned.
     masters = [socket.tcp4()[0] for _ in range(GROUP)]
     for master in masters:
