@@ -1096,9 +1096,14 @@ class Client(_Socket):
         # Fast path: one pattern whose answer is already buffered costs no
         # future, no timer and no clock reading.
         if not prefix and len(patterns) <= 1 and not self._recv_busy and not self._closed:
-            pattern = (
-                LINE_PATTERN if not patterns else _PATTERNS.get(patterns[0]) or parse_pattern(patterns[0])
-            )
+            if not patterns:
+                pattern = LINE_PATTERN
+            else:
+                first = patterns[0]
+                if type(first) is int and first >= 0:  # a count (a bool is no int here)
+                    pattern = (NUMBER, first)
+                else:
+                    pattern = _PATTERNS.get(first) or parse_pattern(first)
             kind = pattern[0]
             if kind != ALL:
                 buffer = self._buffer
