@@ -12,7 +12,7 @@ import contextlib
 import errno
 import gc
 import socket as std_socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -835,6 +835,63 @@ async def test_peer_reset_reads_closed() -> None:
                 break
             await asyncio.sleep(0.01)
         assert result == (0, "closed")
+
+
+# -- the hot paths (issue 3) ---------------------------------------------------------
+
+
+def finished_at_once(call: Coroutine[Any, Any, T]) -> T:
+    """Run `call` one step: it must complete without suspending (no loop wait)."""
+    with pytest.raises(StopIteration) as stop:
+        call.send(None)
+    value: T = stop.value.value
+    return value
+
+
+@contextlib.contextmanager
+def counting(loop: asyncio.AbstractEventLoop, *names: str) -> Iterator[list[str]]:
+    """Record the calls of the loop's `names` methods made through the loop object."""
+    calls: list[str] = []
+
+    def spy(name: str) -> Callable[..., Any]:
+        real = getattr(loop, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for name in names:
+        setattr(loop, name, spy(name))
+    try:
+        yield calls
+    finally:
+        for name in names:
+            delattr(loop, name)
+
+
+@pytest.mark.asyncio
+async def test_hot_paths_make_no_future_no_timer_and_do_not_wait() -> None:
+    loop = asyncio.get_running_loop()
+    async with connected() as (client, peer):
+        assert await peer.send(b"one\ntwo\n") == (8, None)
+        await wait_buffered(client, 8)
+        with counting(loop, "create_future", "call_later", "call_at") as calls:
+            # A line already buffered: taken at once, no future, no timer.
+            assert finished_at_once(client.receive()) == (b"one", None)
+            assert finished_at_once(client.receive("*l")) == (b"two", None)
+            # A small send the transport can take: no wait for the loop.
+            assert finished_at_once(client.send(b"small\n")) == (6, None)
+            assert calls == []
+            # A wait with no timeout set: one future, no timer.
+            waiting = asyncio.ensure_future(client.receive())
+            await asyncio.sleep(0)
+            assert not waiting.done()
+            assert calls == ["create_future"]
+        assert await peer.send(b"three\n") == (6, None)
+        assert await bounded(waiting) == (b"three", None)
+        assert await bounded(peer.receive()) == (b"small", None)
 
 
 # -- timeouts -------------------------------------------------------------------
