@@ -19,7 +19,7 @@ from typing import Final, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from ._errors import TIMEOUT
 from ._protocol import SelectMarks, StreamProtocol, _wake
-from ._tcp import Client, _Socket, _wait_until
+from ._tcp import Client, _let_io_in, _Socket, _wait_until
 from ._timeout import parse_timeout
 
 __all__ = ["Selectable", "select"]
@@ -457,7 +457,13 @@ async def _until_ready(
         return readable, writable, None
     loop = asyncio.get_running_loop()
     if limit == 0:
-        await asyncio.sleep(0)
+        # LuaSocket's select(..., 0) is one poll of the kernel: bytes already
+        # there count. Here they reach the protocols once the loop polled, so
+        # let it, then look again (as a timeout-0 receive does).
+        await _let_io_in(loop)
+        readable, writable = check()
+        if readable or writable:
+            return readable, writable, None
         return [], [], TIMEOUT
     deadline = None if limit is None else loop.time() + limit
     while True:

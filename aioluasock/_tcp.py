@@ -35,6 +35,8 @@ __all__ = ["Client", "Master", "Server", "tcp", "tcp4", "tcp6"]
 _BAD_FD: Final = errno_text(errno.EBADF)
 _FAMILY_NAMES: Final[dict[int, str]] = {socket.AF_INET6: "inet6"}
 _NO_LIMIT: Final = CallDeadline(None, None)
+_EXPIRED_CALL: Final = CallDeadline(0.0, None)
+"""A call whose time is up: its next wait times out at once."""
 _CONNECT_PENDING: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY})
 _SHUTDOWN_MODES: Final = ("receive", "send", "both")
 
@@ -64,10 +66,34 @@ def _next_deadline(loop: asyncio.AbstractEventLoop, call: CallDeadline) -> float
 
 async def _timed_out(waited: bool) -> str:
     """Report "timeout"; a call that never waited first yields to the loop
-    once, so that a polling loop (timeout 0) cannot starve other tasks."""
+    once, so that a polling loop (timeout 0) cannot starve other tasks.
+
+    Only for calls whose answer cannot change during that yield (connect:
+    LuaSocket's timeout-0 connect reports "timeout" without looking again).
+    Receive, send and accept use `_let_io_in` and try again instead.
+    """
     if not waited:
         await asyncio.sleep(0)
     return TIMEOUT
+
+
+async def _let_io_in(loop: asyncio.AbstractEventLoop) -> None:
+    """Yield until what the kernel already holds for this loop's transports
+    has been handed to their protocols: the wait of a timeout-0 call.
+
+    LuaSocket's timeout-0 `receive` is one `recv()`: it sees bytes that are in
+    the kernel. Here a transport reads them when the loop polls, so a call
+    that found nothing yields, then looks again before it reports "timeout".
+    How long "until the loop polled" is depends on the loop: a task's step
+    resumed by `sleep(0)` runs in the next iteration *before* that
+    iteration's I/O callbacks on the selector loop (its ready queue holds the
+    step ahead of the callbacks its poll appends), and *after* them on
+    uvloop (libuv polls before it runs the idle handle that runs the ready
+    queue). So it takes two bare yields on the one and one on the other.
+    """
+    await asyncio.sleep(0)
+    if type(loop).__module__.partition(".")[0] != "uvloop":
+        await asyncio.sleep(0)
 
 
 async def _wait_until(
@@ -773,28 +799,56 @@ class _Socket:
                 err = await self._wait_readable(proto, pattern, call, waited)
                 waited = True
             if err is not None:
-                return prefix + buffer.take_partial(kind), err
+                # The partial holds no more than the pattern could take: the
+                # last look found no LF ("*l") and fewer than n bytes (n), and
+                # nothing arrived since (no await in between).
+                partial = buffer.take_partial(kind)
+                proto = self._proto
+                if proto is not None and proto.reading_paused:
+                    # The buffer paused reading while nobody read; consuming
+                    # it as a partial must restart reading, or the next call
+                    # (or a select) would wait for bytes that never come.
+                    proto.resume_reading()
+                return prefix + partial, err
 
     async def _wait_readable(
         self, proto: StreamProtocol, pattern: Pattern, call: CallDeadline, waited: bool
     ) -> str | None:
-        loop = asyncio.get_running_loop()
+        """Wait for a change on the read side: `None` when the caller should
+        run its reader again, "timeout" when nothing came in time.
+
+        A wait that times out still returns `None` if something came in the
+        meantime (bytes, end of stream, an error, a close): on a timeout of 0
+        the "wait" is `_let_io_in`'s yield, during which bytes already in the
+        kernel arrive; on a timer, bytes may arrive in the very loop
+        iteration the timer fires, after it set the waiter's result. Either
+        way the reader must look at them before the call fails, or a complete
+        line would go out as the partial of a "timeout".
+        """
+        loop = proto.loop
         deadline = _next_deadline(loop, call)
-        if deadline == _EXPIRED:
-            return await _timed_out(waited)
-        waiter: asyncio.Future[bool] = loop.create_future()
-        proto.read_waiter = waiter
+        size = len(self._buffer)
         # A call that needs more than the high-water mark must keep reading.
-        proto.keep_reading = True
         if proto.reading_paused:
             proto.resume_reading()
-        try:
-            ok = await _wait_until(loop, waiter, deadline)
-        finally:
-            proto.keep_reading = False
-            if proto.read_waiter is waiter:
-                proto.read_waiter = None
-        return None if ok else TIMEOUT
+        if deadline == _EXPIRED:
+            if waited:
+                return TIMEOUT  # this call already waited its turn
+            await _let_io_in(loop)
+        else:
+            waiter: asyncio.Future[bool] = loop.create_future()
+            proto.read_waiter = waiter
+            proto.keep_reading = True
+            try:
+                if await _wait_until(loop, waiter, deadline):
+                    return None
+            finally:
+                proto.keep_reading = False
+                if proto.read_waiter is waiter:
+                    proto.read_waiter = None
+        if len(self._buffer) != size or self._read_end(self._proto)[0] is not None:
+            return None
+        return TIMEOUT
 
     async def _receive(self, patterns: list[Pattern], prefix: bytes) -> ReceiveResult:
         if self._recv_busy:
@@ -905,17 +959,31 @@ class _Socket:
     async def _wait_writable(
         self, loop: asyncio.AbstractEventLoop, proto: StreamProtocol, call: CallDeadline, waited: bool
     ) -> str | None:
+        """Wait until the transport takes more (or the connection ends):
+        `None` when the caller should try again, "timeout" when it must fail.
+
+        As on the read side (`_wait_readable`), a timed-out wait (the yield
+        of a timeout of 0, or a timer that fired in the iteration the
+        transport drained) looks again before it fails: a `send` polled with
+        `settimeout(0)` must make progress once the peer reads.
+        """
         deadline = _next_deadline(loop, call)
         if deadline == _EXPIRED:
-            return await _timed_out(waited)
-        waiter: asyncio.Future[bool] = loop.create_future()
-        proto.write_waiter = waiter
-        try:
-            ok = await _wait_until(loop, waiter, deadline)
-        finally:
-            if proto.write_waiter is waiter:
-                proto.write_waiter = None
-        return None if ok else TIMEOUT
+            if waited:
+                return TIMEOUT
+            await _let_io_in(loop)
+        else:
+            waiter: asyncio.Future[bool] = loop.create_future()
+            proto.write_waiter = waiter
+            try:
+                if await _wait_until(loop, waiter, deadline):
+                    return None
+            finally:
+                if proto.write_waiter is waiter:
+                    proto.write_waiter = None
+        if not proto.writing_paused or self._write_end(self._proto) is not None:
+            return None
+        return TIMEOUT
 
     # accept ------------------------------------------------------------------
 
@@ -942,9 +1010,15 @@ class _Socket:
                     return self._adopt(loop, sock.family, fd)
                 deadline = _next_deadline(loop, call)
                 if deadline == _EXPIRED:
-                    return None, await _timed_out(waited)
-                if not await self._wait_fd(loop, False, deadline, linger=True):
-                    return None, TIMEOUT
+                    if waited:
+                        return None, TIMEOUT
+                    # A timeout of 0: yield once, then try `accept` again
+                    # (the loop below), as for a receive (`_wait_readable`).
+                    await asyncio.sleep(0)
+                elif not await self._wait_fd(loop, False, deadline, linger=True):
+                    # The timer fired: one more try, without waiting, for a
+                    # connection that came in the same loop iteration.
+                    call = _EXPIRED_CALL
                 waited = True
         finally:
             self._accept_busy = False

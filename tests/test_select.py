@@ -156,6 +156,16 @@ async def test_client_with_buffered_bytes_is_readable() -> None:
 
 
 @pytest.mark.asyncio
+async def test_zero_timeout_select_sees_bytes_already_in_the_kernel() -> None:
+    # LuaSocket's select(..., 0) polls the kernel: bytes sent before it count,
+    # though no transport has read them yet (issue 11).
+    async with connected() as (_, client, peer):
+        assert await client.send(b"hello\n") == (6, None)
+        assert await socket.select([peer], None, 0) == ([peer], [], None)
+        assert await peer.receive() == (b"hello", None)
+
+
+@pytest.mark.asyncio
 async def test_end_of_stream_is_readable() -> None:
     async with connected() as (_, client, peer):
         client.close()
@@ -873,6 +883,15 @@ async def _same_as_scan(recvt: list[socket.Client], sendt: list[socket.Client] |
     cached = await socket.select(recvt, sendt, 0)
     scanned = await socket.select(tuple(recvt), None if sendt is None else tuple(sendt), 0)
     assert cached == scanned
+
+
+@pytest.mark.asyncio
+async def test_zero_timeout_select_on_a_cached_list_sees_bytes_already_in_the_kernel() -> None:
+    async with many_connected() as (clients, peers):
+        watched = list(peers)
+        await cached_idle(watched)
+        assert await clients[7].send(b"hello\n") == (6, None)
+        assert await socket.select(watched, None, 0) == ([peers[7]], [], None)
 
 
 @pytest.mark.asyncio

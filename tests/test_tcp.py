@@ -1059,6 +1059,171 @@ async def test_settimeout_misuse_raises() -> None:
         master.close()
 
 
+# -- polling with a timeout of 0 (issue 11) ---------------------------------------------
+#
+# LuaSocket's timeout-0 calls are one system call each: they see what the
+# kernel holds. Ours must too, after their one yield to the loop, and a
+# "timeout" must never hand out, as its partial, more than the pattern could
+# have taken (a line with its LF, several lines, more than n bytes).
+
+
+def _no_more_than_the_pattern(partial: bytes | str | None, pattern: str | int) -> None:
+    assert isinstance(partial, bytes)
+    if pattern == "*l":
+        assert b"\n" not in partial, partial
+    elif isinstance(pattern, int):
+        assert len(partial) < pattern, partial
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("pattern", ["*l", 5])
+async def test_zero_timeout_poll_right_after_connect_sees_the_peers_bytes(pattern: str | int) -> None:
+    async with connected() as (client, peer):
+        assert await peer.send(b"hello\nworld\n") == (12, None)
+        client.settimeout(0)
+        got: list[bytes] = []
+        partial = b""
+        for _ in range(3):  # "within a few polls": the bytes are in the kernel already
+            data, err = await client.receive(pattern, prefix=partial)
+            if err is None:
+                assert isinstance(data, bytes)
+                got.append(data)
+                break
+            assert err == "timeout"
+            _no_more_than_the_pattern(data, pattern)
+            partial = data
+        assert got == [b"hello"]
+        # The rest is intact, not glued onto a partial.
+        assert await client.receive(pattern) == ((b"world", None) if pattern == "*l" else (b"\nworl", None))
+
+
+@pytest.mark.asyncio
+async def test_zero_timeout_poll_reassembles_a_line_sent_in_two_halves() -> None:
+    # LuaSocket's own test_nonblocking: `receive("*l", part)` polled until it
+    # is no longer "timeout", while the line comes in two halves.
+    async with connected() as (client, peer):
+        client.settimeout(0)
+
+        async def halves() -> None:
+            await peer.send(b"first half, ")
+            await asyncio.sleep(0.05)
+            await peer.send(b"second half\nnext\n")
+
+        sender = asyncio.create_task(halves())
+        partial = b""
+        for _ in range(100_000):
+            data, err = await client.receive("*l", prefix=partial)
+            if err is None:
+                break
+            assert err == "timeout"
+            _no_more_than_the_pattern(data, "*l")
+            assert isinstance(data, bytes)
+            partial = data
+        else:
+            pytest.fail("the line never came")
+        await sender
+        assert data == b"first half, second half"
+        assert await client.receive() == (b"next", None)
+
+
+@pytest.mark.asyncio
+async def test_timer_firing_in_the_iteration_the_bytes_arrive_still_returns_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The timer of a block timeout sets the waiter's result first; the bytes
+    # of the same loop iteration come after it (simulated here: the expiry
+    # feeds the protocol right after expiring the waiter). They must be
+    # returned as data, not handed out as the partial of a "timeout".
+    import aioluasock._tcp as tcp  # the module whose timer callback is patched
+
+    async with connected() as (client, _peer):
+        client.settimeout(0.05)
+        proto = client._proto
+        assert proto is not None
+        expire = tcp._expire
+
+        def expire_then_bytes(waiter: asyncio.Future[bool]) -> None:
+            expire(waiter)
+            proto.data_received(b"line one\nline two\n")
+
+        monkeypatch.setattr(tcp, "_expire", expire_then_bytes)
+        assert await client.receive("*l") == (b"line one", None)
+        monkeypatch.setattr(tcp, "_expire", expire)
+        assert await client.receive("*l") == (b"line two", None)
+        assert await client.receive("*l") == (b"", "timeout")
+
+
+@pytest.mark.asyncio
+async def test_zero_timeout_select_loop_reads_a_body_beyond_the_high_water_mark() -> None:
+    # What `copas.receive` does with a large request body: select, then
+    # `receive(n, partial)` with timeout 0. A partial that empties a buffer
+    # whose reading was paused (high-water mark, nobody reading) must restart
+    # reading, or select never reports the socket again.
+    size = 4 * READ_HIGH_WATER
+    body = payload(size)
+    async with connected() as (client, peer):
+        sender = asyncio.create_task(peer.send(body))
+        await wait_buffered(client, READ_HIGH_WATER)  # reading pauses here
+        client.settimeout(0)
+        partial = b""
+        for _ in range(10_000):
+            readable, _, err = await socket.select([client], None, 5)
+            assert err is None and readable == [client], "select stopped reporting the socket"
+            data, err = await client.receive(size, prefix=partial)
+            assert isinstance(data, bytes)
+            if err is None:
+                break
+            assert err == "timeout"
+            _no_more_than_the_pattern(data, size)
+            partial = data
+        assert data == body
+        assert await bounded(sender) == (size, None)
+
+
+@pytest.mark.asyncio
+async def test_zero_timeout_send_resumed_from_the_returned_count_delivers_everything() -> None:
+    # Nobody reads at first, so the kernel's buffers and the transport fill
+    # and a send reports "timeout" with the count it handed over; then the
+    # peer reads while the sender polls `send(rest)`.
+    size = 64 * MB
+    body = payload(size)
+    async with connected() as (client, peer):
+        client.settimeout(0)
+        sent = 0
+        reader: asyncio.Task[tuple[bytes, None] | tuple[bytes, str]] | None = None
+        for _ in range(1_000_000):
+            count, err = await client.send(body[sent:])
+            sent += count
+            if err is None:
+                break
+            assert err == "timeout"
+            if reader is None:
+                reader = asyncio.create_task(peer.receive(size))
+        assert sent == size
+        assert reader is not None, "the sends never filled the transport"
+        assert await bounded(reader) == (body, None)
+
+
+@pytest.mark.asyncio
+async def test_zero_timeout_accept_poll_takes_a_pending_connection() -> None:
+    server, port = await listening()
+    server.settimeout(0)
+    assert await server.accept() == (None, "timeout")
+    client = ok(await socket.connect(LOCAL, port))
+    try:
+        for _ in range(3):
+            accepted, err = await server.accept()
+            if accepted is not None:
+                accepted.close()
+                break
+            assert err == "timeout"
+        else:
+            pytest.fail("the pending connection was not accepted")
+    finally:
+        client.close()
+        server.close()
+
+
 # -- close -----------------------------------------------------------------------
 
 

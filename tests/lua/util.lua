@@ -12,6 +12,8 @@ local function fmt(v)
   if M.names[v] then return M.names[v] end
   if t == "string" then
     return (string.format("%q", v):gsub("\\\n", "\\n"))
+  elseif t == "boolean" then
+    return tostring(v)
   elseif t == "number" then
     return tostring(v) .. "<" .. (math.type(v) or "?") .. ">"
   elseif t == "table" then
