@@ -46,11 +46,13 @@ class Server:
     label: str
     argv: Callable[[bool], list[str]]
     max_conns: int = 1_000_000
+    variant: bool = False
+    """Run only in the scenarios that name it (a variant of another server)."""
 
 
-def _python_server(kind: str, loop: str) -> Callable[[bool], list[str]]:
+def _python_server(kind: str, loop: str, *extra: str) -> Callable[[bool], list[str]]:
     def argv(bulk: bool) -> list[str]:
-        return [PY, PY_ECHO, kind, loop, *(["--bulk"] if bulk else [])]
+        return [PY, PY_ECHO, kind, loop, *(["--bulk"] if bulk else []), *extra]
 
     return argv
 
@@ -73,6 +75,23 @@ def all_servers(c_echo: Path | None) -> dict[str, Server]:
                 f"raw-protocol-{loop}", f"raw Protocol echo, {loop}", _python_server("raw-protocol", loop)
             ),
         ]
+    # The same line echo with tcp-nodelay on, replying with `send(line + b"\n")`
+    # and with `send(line, b"\n")`: several strings must cost no more than
+    # the caller's own concatenation (one write, one segment).
+    servers += [
+        Server(
+            "aioluasock-nodelay-uvloop",
+            "aioluasock, uvloop, tcp-nodelay, send(line + LF)",
+            _python_server("aioluasock", "uvloop", "--nodelay"),
+            variant=True,
+        ),
+        Server(
+            "aioluasock-split-uvloop",
+            "aioluasock, uvloop, tcp-nodelay, send(line, LF)",
+            _python_server("aioluasock", "uvloop", "--nodelay", "--split"),
+            variant=True,
+        ),
+    ]
     lua = shutil.which("lua5.4")
     if lua is not None:
         copas = harness.SERVERS_DIR / "copas_echo.lua"
@@ -139,6 +158,18 @@ def scenarios(quick: bool) -> list[Scenario]:
             {**line, "conns": 100},
             "rate",
             "req/s",
+        ),
+        *(
+            Scenario(
+                f"send-split-{conns}",
+                f"ping-pong 64 B, {conns} connections: send(line + LF) vs send(line, LF)",
+                "pingpong",
+                {**line, "conns": conns},
+                "rate",
+                "req/s",
+                servers=("aioluasock-nodelay-uvloop", "aioluasock-split-uvloop"),
+            )
+            for conns in (10, 100)
         ),
         Scenario(
             "pingpong-1000",
@@ -431,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         todo = [scenario for scenario in todo if scenario.name in only]
     plan = []
     for scenario in todo:
-        names = [name for name in (scenario.servers or servers) if name in servers]
+        default = [name for name, server in servers.items() if not server.variant]
+        names = [name for name in (scenario.servers or default) if name in servers]
         plan.append((scenario, [servers[name] for name in names]))
     memory_servers = [
         servers[name]

@@ -1799,6 +1799,43 @@ async def test_anyio_fail_after_loses_no_bytes() -> None:
         assert await bounded(client.receive(10)) == (b"abcdefghij", None)
 
 
+class _CountingTransport:
+    """A transport proxy that counts the writes handed to the real one."""
+
+    def __init__(self, real: asyncio.Transport) -> None:
+        self.real = real
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.real.write(data)
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.writes.append(b"".join(chunks))
+        self.real.writelines(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.mark.asyncio
+async def test_several_strings_go_out_in_one_transport_write() -> None:
+    async with connected() as (client, peer):
+        proto = client._proto
+        assert proto is not None and proto.transport is not None
+        counting = _CountingTransport(proto.transport)
+        proto.transport = counting  # type: ignore[assignment]
+        try:
+            assert await client.send(b"line", bytearray(b" two"), memoryview(b"\n")) == (9, None)
+            assert counting.writes == [b"line two\n"]
+            with pytest.raises(TypeError, match="encode"):
+                await client.send(b"ok", "text")  # type: ignore[arg-type]
+            assert counting.writes == [b"line two\n"]  # nothing of a refused call went out
+        finally:
+            proto.transport = counting.real
+        assert await peer.receive() == (b"line two", None)
+
+
 @pytest.mark.asyncio
 async def test_batched_replies_keep_their_order_through_every_path() -> None:
     # Replies sent while more requests are buffered are batched into one

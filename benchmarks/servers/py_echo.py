@@ -5,7 +5,8 @@
 KIND is one of:
 
 - ``aioluasock``: the LuaSocket idiom, ``receive("*l")`` then ``send(line .. "\\n")``,
-  one task per client (with ``--bulk``: ``receive(65536)`` then ``send``);
+  one task per client (with ``--bulk``: ``receive(65536)`` then ``send``; with
+  ``--split``: ``send(line, "\\n")``; ``--nodelay`` sets tcp-nodelay);
 - ``line-protocol``: a hand-written `asyncio.Protocol` that splits lines itself and
   writes all the replies of one read at once;
 - ``raw-protocol``: an `asyncio.Protocol` that writes back whatever it reads;
@@ -47,7 +48,7 @@ def ready(port: int) -> None:
 # -- aioluasock ------------------------------------------------------------------
 
 
-async def aioluasock_server(port: int, bulk: bool) -> None:
+async def aioluasock_server(port: int, bulk: bool, nodelay: bool = False, split: bool = False) -> None:
     import aioluasock as socket
 
     server, err = await socket.bind(HOST, port, BACKLOG)
@@ -62,7 +63,10 @@ async def aioluasock_server(port: int, bulk: bool) -> None:
                 if err is not None:
                     return
                 assert isinstance(line, bytes)
-                _, err = await client.send(line + b"\n")
+                if split:
+                    _, err = await client.send(line, b"\n")
+                else:
+                    _, err = await client.send(line + b"\n")
                 if err is not None:
                     return
         finally:
@@ -95,6 +99,8 @@ async def aioluasock_server(port: int, bulk: bool) -> None:
                 return
             await asyncio.sleep(0.01)  # out of descriptors, say
             continue
+        if nodelay:
+            client.setoption("tcp-nodelay", True)
         task = asyncio.create_task(handle(client))
         handlers.add(task)
         task.add_done_callback(handlers.discard)
@@ -181,11 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("loop", choices=("asyncio", "uvloop"))
     parser.add_argument("port", type=int)
     parser.add_argument("--bulk", action="store_true", help="aioluasock: receive(65536) instead of lines")
+    parser.add_argument("--nodelay", action="store_true", help="aioluasock: tcp-nodelay on every client")
+    parser.add_argument("--split", action="store_true", help='aioluasock: reply with send(line, b"\\n")')
     options = parser.parse_args(argv)
     raise_nofile()
     main_coro: Coroutine[Any, Any, None]
     if options.kind == "aioluasock":
-        main_coro = aioluasock_server(options.port, options.bulk)
+        main_coro = aioluasock_server(options.port, options.bulk, options.nodelay, options.split)
     elif options.kind == "line-protocol":
         main_coro = protocol_server(options.port, LineProtocol)
     elif options.kind == "raw-protocol":
