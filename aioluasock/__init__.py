@@ -20,6 +20,8 @@ from ._functions import gettime as gettime
 from ._functions import skip as skip
 from ._functions import sleep as sleep
 from ._select import select as select
+from ._serve import Service as Service
+from ._serve import serve as serve
 from ._tcp import Client as Client
 from ._tcp import Master as Master
 from ._tcp import Server as Server
@@ -35,6 +37,7 @@ __all__ = (
     "Error",
     "Master",
     "Server",
+    "Service",
     "__version__",
     "bind",
     "connect",
@@ -42,6 +45,7 @@ __all__ = (
     "newtry",
     "protect",
     "select",
+    "serve",
     "skip",
     "sleep",
     "tcp",

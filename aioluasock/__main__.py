@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import resource
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ import aioluasock as socket
 T = TypeVar("T")
 
 _LOOPS = ("asyncio", "uvloop")
+_SHUTDOWN_GRACE = 5.0
+"""Seconds the clients' handlers get to end on their own after SIGINT/SIGTERM."""
 
 
 @dataclass
@@ -63,31 +66,6 @@ async def _handle(client: socket.Client, stats: _Stats) -> None:
     finally:
         stats.open_connections -= 1
         client.close()
-
-
-async def _serve(server: socket.Server, stats: _Stats) -> None:
-    """Accept connections until the server is closed; one task per client."""
-    handlers: set[asyncio.Task[None]] = set()
-    try:
-        while True:
-            client, err = await server.accept()
-            if client is None:
-                if err == "closed":
-                    return
-                # Out of descriptors, say: report it and keep serving the others.
-                stats.error(f"accept: {err}")
-                await asyncio.sleep(0.05)
-                continue
-            task = asyncio.create_task(_handle(client, stats))
-            handlers.add(task)
-            task.add_done_callback(handlers.discard)
-    finally:
-        # The clients close first, so the handlers end on "closed"; wait for
-        # them so that nothing is left open when the loop stops.
-        if handlers:
-            await asyncio.wait(handlers, timeout=5)
-        for task in handlers:
-            task.cancel()
 
 
 async def _client(number: int, port: int, stop_at: float, stats: _Stats) -> None:
@@ -155,11 +133,15 @@ async def demo(clients: int, duration: float, loop_name: str, out: TextIO | None
     out = out or sys.stdout
     _raise_descriptor_limit(2 * clients + 64)
     stats = _Stats()
-    server, err = await socket.bind("127.0.0.1", 0, backlog=max(clients, 32))
-    if server is None:
+
+    async def handler(client: socket.Client) -> None:
+        await _handle(client, stats)
+
+    service, err = await socket.serve(handler, "127.0.0.1", 0, backlog=max(clients, 32))
+    if service is None:
         print(f"bind failed: {err}", file=sys.stderr)
         return 1
-    _, port = server.getsockname()
+    _, port = service.getsockname()
     assert isinstance(port, int)
     print(
         f"aioluasock {socket.__version__} on {loop_name}: echo server on 127.0.0.1:{port}, "
@@ -167,7 +149,6 @@ async def demo(clients: int, duration: float, loop_name: str, out: TextIO | None
         file=out,
     )
     loop = asyncio.get_running_loop()
-    serving = asyncio.create_task(_serve(server, stats))
     started = loop.time()
     progress = asyncio.create_task(_progress(stats, started, duration, out))
     try:
@@ -176,8 +157,9 @@ async def demo(clients: int, duration: float, loop_name: str, out: TextIO | None
         elapsed = loop.time() - started
     finally:
         progress.cancel()
-        server.close()
-        await asyncio.gather(serving, progress, return_exceptions=True)
+        # The clients closed their ends: the handlers end on "closed".
+        await service.close(grace=_SHUTDOWN_GRACE)
+        await asyncio.gather(progress, return_exceptions=True)
     if out.isatty():
         print(file=out)
     print(
@@ -191,26 +173,47 @@ async def demo(clients: int, duration: float, loop_name: str, out: TextIO | None
     return 0 if not stats.errors and stats.clients_done == clients else 1
 
 
-async def serve_forever(host: str, port: int, loop_name: str, out: TextIO | None = None) -> int:
-    """Run only the echo server, until interrupted."""
+async def serve_forever(
+    host: str, port: int, loop_name: str, out: TextIO | None = None, grace: float = 5.0
+) -> int:
+    """Run only the echo server (`serve()`), until SIGINT or SIGTERM: then
+    stop accepting, let the clients' handlers end on "closed", and exit 0."""
     out = out or sys.stdout
     _raise_descriptor_limit(65536)
     stats = _Stats()
-    server, err = await socket.bind(host, port, backlog=1024)
-    if server is None:
+
+    async def handler(client: socket.Client) -> None:
+        await _handle(client, stats)
+
+    service, err = await socket.serve(handler, host, port, backlog=1024)
+    if service is None:
         print(f"bind {host}:{port} failed: {err}", file=sys.stderr)
         return 1
-    ip, bound = server.getsockname()
+    ip, bound = service.getsockname()
     print(
         f"aioluasock {socket.__version__} on {loop_name}: echo server on {ip}:{bound}", file=out, flush=True
     )
     loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def stop(signum: int) -> None:
+        if not stopping:
+            print(f"\n{signal.Signals(signum).name}: shutting down", file=out, flush=True)
+            stopping.append(loop.create_task(service.close(grace=grace)))
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
     progress = asyncio.create_task(_progress(stats, loop.time(), None, out))
     try:
-        await _serve(server, stats)
+        await service.serve_forever()
+        if stopping:
+            await stopping[0]
     finally:
         progress.cancel()
-        server.close()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await service.close(grace=0)
+    print(f"served {stats.connections} clients, {stats.lines_served} lines", file=out, flush=True)
     return 0
 
 
@@ -252,6 +255,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--serve", type=_address, metavar="HOST:PORT", help="run only the echo server, until Ctrl-C"
     )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="--serve: on SIGINT/SIGTERM, how long clients may stay before they are closed (default 5)",
+    )
     parser.add_argument("--version", action="version", version=f"aioluasock {socket.__version__}")
     return parser
 
@@ -286,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if options.serve is not None:
             host, port = options.serve
-            return run_on(loop_name, serve_forever(host, port, loop_name))
+            return run_on(loop_name, serve_forever(host, port, loop_name, grace=options.grace))
         return run_on(loop_name, demo(options.clients, options.duration, loop_name))
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

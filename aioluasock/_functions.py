@@ -23,6 +23,14 @@ async def bind(address: str, port: int | str, backlog: int = 32) -> tuple[Server
     Returns:
         `(server, None)` or `(None, err)`.
     """
+    return await _listen_on(address, port, backlog, ("reuseaddr",))
+
+
+async def _listen_on(
+    address: str, port: int | str, backlog: int, options: tuple[str, ...]
+) -> tuple[Server, None] | tuple[None, str]:
+    """`bind`, with the boolean socket options `options` set before binding
+    (`serve` adds "reuseport"); a failure to set one fails the address."""
     host = _check_address(address)
     _check_port(port)
     if isinstance(backlog, bool) or not isinstance(backlog, int):
@@ -39,8 +47,13 @@ async def bind(address: str, port: int | str, backlog: int = 32) -> tuple[Server
         master, create_err = tcp6() if family == socket.AF_INET6 else tcp4()
         if master is None:
             return None, create_err or "socket creation failed"
-        master.setoption("reuseaddr", True)
-        failure = await master._bind(str(sockaddr[0]), port)
+        failure: str | None = None
+        for name in options:
+            failure = master.setoption(name, True)[1]
+            if failure is not None:
+                break
+        if failure is None:
+            failure = await master._bind(str(sockaddr[0]), port)
         if failure is None:
             failure = master._listen(backlog)
         if failure is not None:

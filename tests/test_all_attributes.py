@@ -22,6 +22,9 @@ EXPECTED = {
     "connect",
     # the select shim and time
     "select",
+    # the accept loop, with a cap and a graceful shutdown
+    "serve",
+    "Service",
     "gettime",
     "sleep",
     # LuaSocket's helpers
@@ -39,9 +42,9 @@ EXPECTED = {
     "__version__",
 }
 
-COROUTINE_FUNCTIONS = {"bind", "connect", "select", "sleep"}
+COROUTINE_FUNCTIONS = {"bind", "connect", "select", "serve", "sleep"}
 PLAIN_FUNCTIONS = {"tcp", "tcp4", "tcp6", "gettime", "skip", "try_", "newtry", "protect"}
-CLASSES = {"Master", "Server", "Client"}
+CLASSES = {"Master", "Server", "Client", "Service"}
 EXCEPTIONS = {"Error", "BusyError"}
 
 

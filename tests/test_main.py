@@ -49,7 +49,11 @@ def test_main_runs_the_demo_on_the_chosen_loop(capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.asyncio
-async def test_serve_mode_echoes_until_interrupted() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_serve_mode_echoes_until_interrupted_then_shuts_down_cleanly(signum: int) -> None:
+    # `--serve` runs `serve()`: on SIGINT or SIGTERM it stops accepting, lets
+    # the handlers end on "closed" (a client still connected here), prints
+    # its summary and exits 0, without a traceback.
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -58,11 +62,14 @@ async def test_serve_mode_echoes_until_interrupted() -> None:
         "127.0.0.1:0",
         "--loop",
         "asyncio",
+        "--grace",
+        "0.2",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    client: socket.Client | None = None
     try:
-        assert process.stdout is not None
+        assert process.stdout is not None and process.stderr is not None
         banner = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
         found = re.search(r"echo server on 127\.0\.0\.1:(\d+)", banner)
         assert found is not None, banner
@@ -71,10 +78,16 @@ async def test_serve_mode_echoes_until_interrupted() -> None:
         client.settimeout(5)
         assert await client.send(b"ping\r\n", b"pong\n") == (11, None)
         assert await client.receive("*l", "*l") == (b"ping", b"pong", None)
-        client.close()
-        process.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(process.wait(), 20) == 130
+        process.send_signal(signum)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+        # The server closed the connection it still had.
+        assert await client.receive() == (b"", "closed")
+        out = (await process.stdout.read()).decode()
+        assert "shutting down" in out and "served 1 clients, 2 lines" in out, out
+        assert b"Traceback" not in await process.stderr.read()
     finally:
+        if client is not None:
+            client.close()
         if process.returncode is None:
             process.kill()
             await process.wait()
