@@ -7,7 +7,18 @@ import socket
 import time
 from typing import TypeVar, cast
 
-from ._tcp import Client, Server, _check_address, _check_port, _resolve, tcp, tcp4, tcp6
+from ._tcp import (
+    Client,
+    Server,
+    _check_address,
+    _check_port,
+    _public_address,
+    _public_port,
+    _resolve,
+    tcp,
+    tcp4,
+    tcp6,
+)
 
 __all__ = ["bind", "connect", "gettime", "skip", "sleep"]
 
@@ -23,7 +34,7 @@ async def bind(address: str, port: int | str, backlog: int = 32) -> tuple[Server
     Returns:
         `(server, None)` or `(None, err)`.
     """
-    return await _listen_on(address, port, backlog, ("reuseaddr",))
+    return await _listen_on(_public_address(address), _public_port(port), backlog, ("reuseaddr",))
 
 
 async def _listen_on(
@@ -85,9 +96,12 @@ async def connect(
     try:
         err = None
         if locaddr is not None or locport is not None:
-            err = await master._bind("*" if locaddr is None else locaddr, 0 if locport is None else locport)
+            err = await master._bind(
+                "*" if locaddr is None else _public_address(locaddr),
+                0 if locport is None else _public_port(locport),
+            )
         if err is None:
-            err = await master._connect(address, port)
+            err = await master._connect(_public_address(address), _public_port(port))
     except BaseException:
         master.close()
         raise

@@ -25,7 +25,7 @@ from collections.abc import Coroutine
 from typing import Any, Final, final, overload
 
 from ._buffer import ALL, LINE, LINE_PATTERN, NUMBER, Pattern, ReceiveBuffer, parse_pattern
-from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
+from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text, resolver_error_text
 from ._options import OptionValue, get_option, lookup, set_option
 from ._protocol import READ_LOW_WATER, WRITE_HIGH_WATER, StreamProtocol, protocol_class
 from ._timeout import CallDeadline, TimeoutState
@@ -135,6 +135,36 @@ def _check_port(port: object) -> str:
     return str(port)
 
 
+# The Python API's checks are stricter than the engine's, which the Lua bridge
+# shares: LuaSocket hands C strings to getaddrinfo, so under the bridge
+# "127.0.0.1\0x" is "127.0.0.1" and the service "99999" is port 34463 (glibc
+# keeps the low 16 bits), as in real LuaSocket; in Python both are mistakes.
+
+
+def _public_address(address: object) -> str:
+    """`_check_address` for the Python API: a NUL is refused, not cut at."""
+    host = _check_address(address)
+    assert host is not None
+    if "\0" in host:
+        raise ValueError(f"address must not contain a NUL character: {host!r}")
+    return host
+
+
+def _public_port(port: object) -> int | str:
+    """`_check_port` for the Python API: a numeric string is range-checked
+    like an int, an empty one refused; other strings are service names."""
+    _check_port(port)
+    if isinstance(port, str):
+        if not port:
+            raise ValueError("port must not be empty: use 0 for an ephemeral port")
+        if port.isascii() and port.isdigit() and not 0 <= int(port) <= 65535:
+            raise ValueError(f"port out of range 0-65535: {port!r}")
+        if "\0" in port:
+            raise ValueError(f"port must not contain a NUL character: {port!r}")
+    assert isinstance(port, (int, str))
+    return port
+
+
 class _PlainSocket(socket.socket):
     """A `socket.socket` whose `family` and `type` are the plain ints of the
     C socket: `socket.socket` converts them to enums on every read (about a
@@ -209,6 +239,10 @@ async def _resolve(
         )
     except OSError as exc:
         return os_error_text(exc)
+    except UnicodeError:
+        # The IDNA codec refuses the name (a label over 63 characters, say):
+        # the C resolver, which LuaSocket calls, answers "not known" for it.
+        return resolver_error_text(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
     if not infos:
         return "no info on address"
     return [(info[0], info[4]) for info in infos]
@@ -1079,7 +1113,7 @@ class Master(_Socket):
             "Invalid argument" (already bound), "permission denied",
             "Cannot assign requested address", resolver texts.
         """
-        err = await self._bind(address, port)
+        err = await self._bind(_public_address(address), _public_port(port))
         return (None, err) if err is not None else (1, None)
 
     def listen(self, backlog: int = 32) -> tuple[int, None] | tuple[None, str]:
@@ -1105,7 +1139,7 @@ class Master(_Socket):
             `(1, None)` or `(None, err)`: "connection refused", "timeout",
             "already connected", resolver texts, other OS texts.
         """
-        err = await self._connect(address, port)
+        err = await self._connect(_public_address(address), _public_port(port))
         return (None, err) if err is not None else (1, None)
 
 

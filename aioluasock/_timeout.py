@@ -33,9 +33,15 @@ def parse_timeout(value: float | None) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"timeout must be a number or None, not {type(value).__name__}")
-    if math.isnan(value):  # NaN would make every comparison false: refuse it
+    if value < 0:
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int past a float's range (10**400): as math.inf
+        return math.inf
+    if math.isnan(seconds):  # NaN would make every comparison false: refuse it
         raise ValueError("timeout must not be NaN")
-    return None if value < 0 else float(value)
+    return seconds
 
 
 @final

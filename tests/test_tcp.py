@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import gc
+import math
 import socket as std_socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -410,6 +411,47 @@ async def test_unresolvable_host_gives_resolver_text() -> None:
     assert result[0] is None and result[1] in RESOLVER_TEXTS
     assert as_client(master).getpeername()[0] is None
     master.close()
+
+
+@pytest.mark.asyncio
+async def test_bad_addresses_and_ports_raise_or_give_the_resolvers_text() -> None:
+    # Misuse raises; a name the resolver cannot take is an I/O failure with
+    # its text. (The Lua bridge keeps LuaSocket's C-string behaviour instead:
+    # tests/lua/08_bind_connect.lua.)
+    misuse: list[tuple[str, object]] = [
+        ("127.0.0.1", "99999"),
+        ("127.0.0.1", "65536"),
+        ("127.0.0.1", ""),
+        ("127.0.0.1", "80\0"),
+        ("127.0.0.1\0", 80),
+        ("127.0.0.1\0evil", 80),
+    ]
+    master = ok(socket.tcp4())
+    try:
+        for host, port in misuse:
+            with pytest.raises(ValueError):
+                await socket.connect(host, port)  # type: ignore[arg-type]
+            with pytest.raises(ValueError):
+                await socket.bind(host, port)  # type: ignore[arg-type]
+            with pytest.raises(ValueError):
+                await master.bind(host, port)  # type: ignore[arg-type]
+            with pytest.raises(ValueError):
+                await socket.connect(LOCAL, 80, locaddr=host, locport=port)  # type: ignore[arg-type]
+        assert kind(master) is Master and master.getsockname()[0] == "0.0.0.0"  # nothing happened to it
+        long_name = "a" * 300  # one label of 300 characters: IDNA refuses it
+        assert await socket.connect(long_name, 80) == (None, "host or service not provided, or not known")
+        assert await socket.bind(long_name, 0) == (None, "host or service not provided, or not known")
+        assert await master.bind(long_name, 0) == (None, "host or service not provided, or not known")
+        for huge in (10**400, 1e308 * 10):
+            assert master.settimeout(huge) == 1
+            assert master.gettimeout() == (math.inf, None)
+    finally:
+        master.close()
+    for host, port in misuse:
+        other = ok(socket.tcp4())
+        with pytest.raises(ValueError):
+            await other.connect(host, port)  # type: ignore[arg-type]
+        other.close()
 
 
 @pytest.mark.asyncio

@@ -52,6 +52,9 @@ def test_parse_timeout_nan() -> None:
 def test_parse_timeout_infinity_is_a_number() -> None:
     assert parse_timeout(math.inf) == math.inf
     assert parse_timeout(-math.inf) is None
+    # An int too large for a float is infinity too, not an OverflowError.
+    assert parse_timeout(10**400) == math.inf
+    assert parse_timeout(-(10**400)) is None
 
 
 # -- TimeoutState ----------------------------------------------------------------------
