@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from ssl import SSLContext
 from typing import TypeVar, cast
 
 from ._tcp import (
@@ -81,6 +82,9 @@ async def connect(
     port: int | str,
     locaddr: str | None = None,
     locport: int | str | None = None,
+    *,
+    ssl: SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> tuple[Client, None] | tuple[None, str]:
     """Connect to a server, as LuaSocket's `socket.connect`.
 
@@ -88,9 +92,13 @@ async def connect(
         address, port: the server.
         locaddr, locport: bind to this local address (``"*"`` for the
             wildcard) and port first.
+        ssl: speak TLS with these settings once connected (`Client.starttls`).
+        server_hostname: the name for SNI and the certificate check; by
+            default `address`.
 
     Returns:
         `(client, None)` or `(None, err)`; nothing is left open on failure.
+        With `ssl`, a failed handshake gives `starttls`'s errors.
     """
     master, _ = tcp()
     try:
@@ -105,6 +113,12 @@ async def connect(
     except BaseException:
         master.close()
         raise
+    if err is None and ssl is not None:
+        try:
+            err = (await cast(Client, master).starttls(ssl, server_hostname=server_hostname or address))[1]
+        except BaseException:
+            master.close()
+            raise
     if err is not None:
         master.close()
         return None, err

@@ -202,8 +202,11 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.wake_reader()
         self.notify()
         # Keep the transport open: the peer only closed its sending side and
-        # LuaSocket lets us go on sending (half-close), until we close.
-        return True
+        # LuaSocket lets us go on sending (half-close), until we close. TLS
+        # has no half-close: its transport closes whatever we answer (and
+        # asyncio warns about a True).
+        transport = self.transport
+        return transport is None or transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.error is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from ssl import SSLContext
 from typing import Final, final
 
 from ._errors import CLOSED
@@ -51,11 +52,31 @@ class Service:
         max_clients: the cap on concurrent handlers (`None`: no cap).
     """
 
-    __slots__ = ("_accepting", "_closed", "_done", "_handler", "_room", "_tasks", "max_clients", "server")
+    __slots__ = (
+        "_accepting",
+        "_closed",
+        "_done",
+        "_handler",
+        "_handshake_timeout",
+        "_room",
+        "_ssl",
+        "_tasks",
+        "max_clients",
+        "server",
+    )
 
-    def __init__(self, server: Server, handler: Handler, max_clients: int | None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        handler: Handler,
+        max_clients: int | None,
+        ssl: SSLContext | None = None,
+        handshake_timeout: float = 60.0,
+    ) -> None:
         self.server = server
         self.max_clients = max_clients
+        self._ssl = ssl
+        self._handshake_timeout = handshake_timeout
         self._handler = handler
         self._tasks: dict[asyncio.Task[None], Client] = {}  # each handler and its client
         self._room: asyncio.Future[None] | None = None
@@ -156,6 +177,13 @@ class Service:
 
     async def _run(self, client: Client) -> None:
         try:
+            if self._ssl is not None:
+                client.settimeout(self._handshake_timeout)
+                _, err = await client.starttls(self._ssl, server_side=True)
+                if err is not None:
+                    logger.info("TLS handshake with %r failed: %s", client, err)
+                    return
+                client.settimeout(None)
             await self._handler(client)
         except Exception:
             logger.exception("handler %r failed on %r", self._handler, client)
@@ -177,6 +205,8 @@ async def serve(
     backlog: int = 128,
     max_clients: int | None = None,
     reuse_port: bool = False,
+    ssl: SSLContext | None = None,
+    ssl_handshake_timeout: float = 60.0,
 ) -> tuple[Service, None] | tuple[None, str]:
     """Listen on `host:port` and run `handler(client)` in a task per connection.
 
@@ -194,6 +224,11 @@ async def serve(
         max_clients: at most this many handlers at once (`None`: no cap).
         reuse_port: set SO_REUSEPORT, so that several processes can listen
             on the same port and share its connections.
+        ssl: serve TLS with these settings: each client's handshake
+            (`Client.starttls`) runs in its task before the handler, which
+            gets the client only when it succeeded (a failure is logged at
+            INFO level).
+        ssl_handshake_timeout: seconds a client gets to finish its handshake.
 
     Returns:
         `(service, None)`, already accepting; or `(None, err)` when binding
@@ -213,4 +248,4 @@ async def serve(
     if server is None:
         assert err is not None
         return None, err
-    return Service(server, handler, max_clients), None
+    return Service(server, handler, max_clients, ssl, ssl_handshake_timeout), None
