@@ -1388,6 +1388,43 @@ class Client(_Socket):
             proto.notify()
         return 1
 
+    async def _receive_some(self, max_bytes: int) -> tuple[bytes, str | None]:
+        """What arrives first, up to `max_bytes` (the `recv` of stream
+        adapters, `aioluasock.interop`): `(data, None)` with at least one
+        byte, or `(b"", err)`: "closed" at end of stream, after a reset or a
+        local close; "timeout"; an OS text. Nothing is lost on cancel."""
+        if self._recv_busy:
+            raise BusyError("another task is already receiving on this object")
+        self._recv_busy = True
+        buffer = self._buffer
+        try:
+            if (self._proto is None or self._attaching is not None) and not self._closed:
+                await self._ensure_stream()
+            loop = asyncio.get_running_loop()
+            call = self._start_call(loop)
+            waited = False
+            while True:
+                if buffer._data and not self._closed:
+                    data = buffer.take(min(len(buffer), max_bytes))
+                    assert data is not None
+                    proto = self._proto
+                    if proto is not None and proto.reading_paused and len(buffer) <= READ_LOW_WATER:
+                        proto.resume_reading()
+                    return data, None
+                proto = self._proto
+                err, _ = self._read_end(proto)
+                if err is None:
+                    assert proto is not None
+                    err = await self._wait_readable(proto, (NUMBER, 1), call, waited)
+                    waited = True
+                    if err is None:
+                        continue
+                return b"", err
+        finally:
+            self._recv_busy = False
+            if self._closed and not self._keep_buffer:
+                buffer.clear()
+
     # TLS ------------------------------------------------------------------------
 
     async def starttls(

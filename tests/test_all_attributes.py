@@ -77,11 +77,30 @@ def test_no_public_name_outside_all_besides_submodules() -> None:
     assert strays == set()
 
 
-def test_submodules_outside_all_are_private_or_the_lua_bridge() -> None:
+PUBLIC_SUBMODULES = {
+    "lua": None,  # the bridge: its own test file checks it
+    "interop": ("ByteStream", "open_streams"),
+}
+
+
+def test_submodules_outside_all_are_private_or_public_by_name() -> None:
     for name, value in vars(aioluasock).items():
         if isinstance(value, types.ModuleType) and name not in aioluasock.__all__:
-            assert name.startswith("_") or name == "lua", name
+            assert name.startswith("_") or name in PUBLIC_SUBMODULES, name
             assert value.__name__ == f"aioluasock.{name}"
+
+
+def test_public_submodules_export_exactly_their_names() -> None:
+    import aioluasock.interop
+
+    for name, expected in PUBLIC_SUBMODULES.items():
+        if expected is None:
+            continue
+        module = getattr(aioluasock, name)
+        assert isinstance(module.__all__, list | tuple)
+        assert set(module.__all__) == set(expected), name
+        for attribute in expected:
+            assert getattr(aioluasock.interop, attribute) is getattr(module, attribute)
 
 
 def test_star_import_gives_exactly_all() -> None:
