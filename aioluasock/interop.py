@@ -54,6 +54,7 @@ class _ClientTransport(asyncio.Transport):
         self._eof_pending = False
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued = 0
+        self._high, self._low = _WRITE_HIGH, _WRITE_LOW
         self._readable = asyncio.Event()
         self._readable.set()
         self._work = asyncio.Event()
@@ -114,7 +115,7 @@ class _ClientTransport(asyncio.Transport):
         self._queue.append(chunk)
         self._queued += len(chunk)
         self._work.set()
-        if self._queued > _WRITE_HIGH and not self._paused_writing:
+        if self._queued > self._high and not self._paused_writing:
             self._paused_writing = True
             self._protocol.pause_writing()
 
@@ -129,10 +130,17 @@ class _ClientTransport(asyncio.Transport):
         return self._queued
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
-        return _WRITE_LOW, _WRITE_HIGH
+        return self._low, self._high
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass  # fixed limits; the client's own transport has its own
+        # asyncio's rule: high defaults to 4 * low (64 KiB without either), low to high // 4.
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high, self._low = high, low
 
     # the two tasks -----------------------------------------------------------
 
@@ -167,7 +175,7 @@ class _ClientTransport(asyncio.Transport):
                     self._queued = 0
                     self._lose(ConnectionResetError(err) if err != TIMEOUT else TimeoutError(err))
                     return
-                if self._paused_writing and self._queued <= _WRITE_LOW:
+                if self._paused_writing and self._queued <= self._low:
                     self._paused_writing = False
                     self._protocol.resume_writing()
             if self._eof_pending and not self._closing:

@@ -14,16 +14,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 import uvloop
+
+import aioluasock
 
 _loop_errors: list[dict[str, Any]] = []
 
@@ -102,3 +105,25 @@ def lua() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return _LUA
+
+
+@contextlib.asynccontextmanager
+async def connected_pair() -> AsyncIterator[tuple[aioluasock.Client, aioluasock.Client]]:
+    """A connected `(client, peer)` pair on 127.0.0.1 (the peer with a 5 s
+    timeout); both are closed afterwards."""
+    server, err = await aioluasock.bind("127.0.0.1", 0)
+    assert server is not None, err
+    _, port = server.getsockname()
+    assert isinstance(port, int)
+    client, err = await aioluasock.connect("127.0.0.1", port)
+    assert client is not None, err
+    server.settimeout(5)
+    peer, err = await server.accept()
+    assert peer is not None, err
+    server.close()
+    peer.settimeout(5)
+    try:
+        yield client, peer
+    finally:
+        client.close()
+        peer.close()

@@ -11,38 +11,17 @@ import asyncio
 import contextlib
 import os
 import socket as std_socket
-from collections.abc import AsyncIterator
 
 import anyio
 import h11
 import pytest
 from anyio.abc import SocketAttribute
+from conftest import connected_pair
 
-import aioluasock as socket
 from aioluasock import Client
 from aioluasock.interop import ByteStream, open_streams
 
 LOCAL = "127.0.0.1"
-
-
-@contextlib.asynccontextmanager
-async def pair() -> AsyncIterator[tuple[Client, Client]]:
-    server, err = await socket.bind(LOCAL, 0)
-    assert server is not None, err
-    _, port = server.getsockname()
-    assert isinstance(port, int)
-    client, err = await socket.connect(LOCAL, port)
-    assert client is not None, err
-    server.settimeout(5)
-    peer, err = await server.accept()
-    assert peer is not None, err
-    server.close()
-    peer.settimeout(5)
-    try:
-        yield client, peer
-    finally:
-        client.close()
-        peer.close()
 
 
 async def http_server(client: Client) -> None:
@@ -97,7 +76,7 @@ async def h11_request(receive: object, send: object, target: bytes, body: bytes)
 
 @pytest.mark.asyncio
 async def test_h11_over_the_anyio_byte_stream() -> None:
-    async with pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         serving = asyncio.create_task(http_server(peer))
         stream = ByteStream(client)
         for number in range(3):
@@ -111,7 +90,7 @@ async def test_h11_over_the_anyio_byte_stream() -> None:
 
 @pytest.mark.asyncio
 async def test_h11_over_asyncio_streams() -> None:
-    async with pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         serving = asyncio.create_task(http_server(peer))
         reader, writer = await open_streams(client)
 
@@ -131,7 +110,7 @@ async def test_h11_over_asyncio_streams() -> None:
 
 @pytest.mark.asyncio
 async def test_anyio_stream_errors_and_attributes() -> None:
-    async with pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         stream = ByteStream(client)
         assert stream.extra(SocketAttribute.family) == std_socket.AF_INET
         assert stream.extra(SocketAttribute.local_address) == client.getsockname()
@@ -165,7 +144,7 @@ async def test_anyio_stream_errors_and_attributes() -> None:
 
 @pytest.mark.asyncio
 async def test_anyio_stream_timeout_is_the_clients() -> None:
-    async with pair() as (client, _peer):
+    async with connected_pair() as (client, _peer):
         client.settimeout(0.05)
         with pytest.raises(TimeoutError):
             await ByteStream(client).receive()
@@ -173,11 +152,15 @@ async def test_anyio_stream_timeout_is_the_clients() -> None:
 
 @pytest.mark.asyncio
 async def test_asyncio_streams_flow_control_and_every_byte() -> None:
-    async with pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         reader, writer = await open_streams(client, limit=1024)
         assert writer.get_extra_info("peername") == client.getpeername()
         assert writer.get_extra_info("sockname") == client.getsockname()
         assert writer.get_extra_info("aioluasock.client") is client
+        writer.transport.set_write_buffer_limits(high=128 * 1024)
+        assert writer.transport.get_write_buffer_limits() == (32 * 1024, 128 * 1024)
+        with pytest.raises(ValueError):
+            writer.transport.set_write_buffer_limits(high=1, low=2)
         block = os.urandom(4 * 1024 * 1024)
         # Small kernel buffers, so that 4 MiB cannot vanish into them.
         assert client.setoption("send-buffer-size", 65536) == (1, None)
@@ -211,7 +194,7 @@ async def test_asyncio_streams_flow_control_and_every_byte() -> None:
 
 @pytest.mark.asyncio
 async def test_asyncio_streams_see_a_reset() -> None:
-    async with pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         reader, writer = await open_streams(client)
         assert peer.setoption("linger", {"on": True, "timeout": 0}) == (1, None)
         peer.close()  # RST

@@ -8,16 +8,16 @@ on uvloop; loopback only; every wait bounded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import shutil
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
+from conftest import connected_pair
 
 import aioluasock as socket
 from aioluasock import Client
@@ -46,25 +46,6 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
-@contextlib.asynccontextmanager
-async def plain_pair() -> AsyncIterator[tuple[Client, Client]]:
-    server, err = await socket.bind(LOCAL, 0)
-    assert server is not None, err
-    _, port = server.getsockname()
-    assert isinstance(port, int)
-    client, err = await socket.connect(LOCAL, port)
-    assert client is not None, err
-    server.settimeout(5)
-    peer, err = await server.accept()
-    assert peer is not None, err
-    server.close()
-    try:
-        yield client, peer
-    finally:
-        client.close()
-        peer.close()
-
-
 async def both_starttls(
     client: Client,
     peer: Client,
@@ -86,7 +67,7 @@ async def both_starttls(
 async def test_starttls_keeps_every_tcp_call(
     client_context: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    async with plain_pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         client.settimeout(5)
         peer.settimeout(5)
         # The plain part of a STARTTLS protocol.
@@ -144,7 +125,7 @@ async def test_bytes_buffered_before_starttls_reach_the_handshake(
 ) -> None:
     # The client starts its handshake before the server calls starttls: the
     # ClientHello is read into the plain buffer first, and must not be lost.
-    async with plain_pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         assert await client.send(b"STARTTLS\n") == (9, None)
         assert await peer.receive() == (b"STARTTLS", None)
         hello = asyncio.create_task(client.starttls(client_context, server_hostname="localhost"))
@@ -203,7 +184,7 @@ async def test_handshake_failures_give_their_reason_and_close(
     ca: trustme.CA, server_context: ssl.SSLContext
 ) -> None:
     untrusting = ssl.create_default_context()  # does not know our CA
-    async with plain_pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         results = await both_starttls(client, peer, untrusting, server_context)
         err = results[0][1]
         assert results[0][0] is None and isinstance(err, str)
@@ -213,12 +194,12 @@ async def test_handshake_failures_give_their_reason_and_close(
         assert await client.send(b"x") == (0, "closed")
     trusting = ssl.create_default_context()
     ca.configure_trust(trusting)
-    async with plain_pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         results = await both_starttls(client, peer, trusting, server_context, server_hostname="example.org")
         err = results[0][1]
         assert isinstance(err, str) and err.startswith("certificate verify failed: "), err
         assert "example.org" in err or "mismatch" in err, err
-    async with plain_pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         # A peer that answers the ClientHello in plain text.
         handshake = asyncio.create_task(client.starttls(trusting, server_hostname="localhost"))
         peer.settimeout(5)
@@ -230,7 +211,7 @@ async def test_handshake_failures_give_their_reason_and_close(
 
 @pytest.mark.asyncio
 async def test_handshake_timeouts(client_context: ssl.SSLContext) -> None:
-    async with plain_pair() as (client, _silent_peer):
+    async with connected_pair() as (client, _silent_peer):
         client.settimeout(0)
         assert await client.starttls(client_context, server_hostname="localhost") == (None, "timeout")
         assert client.tlsinfo() is None  # nothing was started: still plain
@@ -244,7 +225,7 @@ async def test_handshake_timeouts(client_context: ssl.SSLContext) -> None:
 
 @pytest.mark.asyncio
 async def test_a_cancelled_handshake_closes_the_connection(client_context: ssl.SSLContext) -> None:
-    async with plain_pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         handshake = asyncio.create_task(client.starttls(client_context, server_hostname="localhost"))
         await asyncio.sleep(0.05)
         handshake.cancel()
@@ -259,7 +240,7 @@ async def test_a_cancelled_handshake_closes_the_connection(client_context: ssl.S
 async def test_shutdown_send_on_tls_stops_our_sends(
     client_context: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    async with plain_pair() as (client, peer):
+    async with connected_pair() as (client, peer):
         assert await both_starttls(client, peer, client_context, server_context) == ((1, None), (1, None))
         assert client.shutdown("send") == 1
         assert await client.send(b"late") == (0, "closed")
@@ -270,7 +251,7 @@ async def test_shutdown_send_on_tls_stops_our_sends(
 
 @pytest.mark.asyncio
 async def test_misuse_raises(client_context: ssl.SSLContext) -> None:
-    async with plain_pair() as (client, _peer):
+    async with connected_pair() as (client, _peer):
         with pytest.raises(TypeError, match="SSLContext"):
             await client.starttls("tls")  # type: ignore[arg-type]
         reader = asyncio.create_task(client.receive())
