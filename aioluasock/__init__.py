@@ -1,4 +1,4 @@
-"""aioluasock: LuaSocket's TCP API as asyncio coroutines.
+"""aioluasock: LuaSocket's TCP and UDP API as asyncio coroutines.
 
 Use it as LuaSocket's `socket` table::
 
@@ -28,6 +28,12 @@ from ._tcp import Server as Server
 from ._tcp import tcp as tcp
 from ._tcp import tcp4 as tcp4
 from ._tcp import tcp6 as tcp6
+from ._udp import DATAGRAMSIZE as _DATAGRAMSIZE
+from ._udp import UdpConnected as UdpConnected
+from ._udp import UdpUnconnected as UdpUnconnected
+from ._udp import udp as udp
+from ._udp import udp4 as udp4
+from ._udp import udp6 as udp6
 
 __version__ = "0.1.0"
 
@@ -38,6 +44,8 @@ __all__ = (
     "Master",
     "Server",
     "Service",
+    "UdpConnected",
+    "UdpUnconnected",
     "__version__",
     "bind",
     "connect",
@@ -52,4 +60,7 @@ __all__ = (
     "tcp4",
     "tcp6",
     "try_",
+    "udp",
+    "udp4",
+    "udp6",
 )

@@ -14,13 +14,13 @@ from typing import Final, Literal
 
 from ._errors import errno_text
 
-__all__ = ["GETOPT_FAILED", "OPTIONS", "SETOPT_FAILED", "Option", "get_option", "set_option"]
+__all__ = ["GETOPT_FAILED", "OPTIONS", "SETOPT_FAILED", "UDP_OPTIONS", "Option", "get_option", "set_option"]
 
 SETOPT_FAILED: Final = "setsockopt failed"
 GETOPT_FAILED: Final = "getsockopt failed"
 
-Kind = Literal["bool", "int", "linger", "error"]
-OptionValue = bool | int | dict[str, bool | int] | str | None
+Kind = Literal["bool", "int", "linger", "error", "ip", "membership", "membership6"]
+OptionValue = bool | int | dict[str, bool | int] | dict[str, str] | dict[str, str | int] | str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +75,43 @@ OPTIONS: Final[dict[str, Option]] = {
     ),
 }
 
+_IP = socket.IPPROTO_IP
+_IP6 = socket.IPPROTO_IPV6
+
+# LuaSocket 3.1's UDP tables (`udp.c`: optset/optget). Two quirks of 3.1 kept
+# as they are: "ipv6-multicast-hops" sets and reads IPV6_UNICAST_HOPS (3.1
+# maps both names to the unicast getter and setter), and "ip-multicast-ttl"
+# has a setter only. The memberships are write-only everywhere.
+UDP_OPTIONS: Final[dict[str, Option]] = {
+    "dontroute": Option(_SOL, socket.SO_DONTROUTE, "bool"),
+    "broadcast": Option(_SOL, socket.SO_BROADCAST, "bool"),
+    "reuseaddr": Option(_SOL, socket.SO_REUSEADDR, "bool"),
+    "reuseport": Option(_SOL, _opt("SO_REUSEPORT"), "bool"),
+    "ip-multicast-if": Option(_IP, socket.IP_MULTICAST_IF, "ip"),
+    "ip-multicast-ttl": Option(_IP, socket.IP_MULTICAST_TTL, "int", lua_gettable=False),
+    "ip-multicast-loop": Option(_IP, socket.IP_MULTICAST_LOOP, "bool"),
+    "ip-add-membership": Option(_IP, socket.IP_ADD_MEMBERSHIP, "membership"),
+    "ip-drop-membership": Option(_IP, socket.IP_DROP_MEMBERSHIP, "membership"),
+    "error": Option(_SOL, socket.SO_ERROR, "error", settable=False),
+    "ipv6-unicast-hops": Option(_IP6, _opt("IPV6_UNICAST_HOPS"), "int"),
+    "ipv6-multicast-hops": Option(_IP6, _opt("IPV6_UNICAST_HOPS"), "int"),
+    "ipv6-multicast-loop": Option(_IP6, _opt("IPV6_MULTICAST_LOOP"), "bool"),
+    "ipv6-add-membership": Option(_IP6, _opt("IPV6_JOIN_GROUP"), "membership6"),
+    "ipv6-drop-membership": Option(_IP6, _opt("IPV6_LEAVE_GROUP"), "membership6"),
+    "ipv6-v6only": Option(_IP6, _opt("IPV6_V6ONLY"), "bool"),
+    "recv-buffer-size": Option(_SOL, socket.SO_RCVBUF, "int"),
+    "send-buffer-size": Option(_SOL, socket.SO_SNDBUF, "int"),
+}
+"""The options of UDP objects (the TCP table is `OPTIONS`)."""
+
+_WRITE_ONLY: Final = frozenset({"membership", "membership6"})
+
 _LINGER = struct.Struct("ii")
+_MREQ6 = struct.Struct("16sI")
 
 
-def lookup(name: object, *, setting: bool) -> Option:
-    """Find an option by name.
+def lookup(name: object, *, setting: bool, table: dict[str, Option] = OPTIONS) -> Option:
+    """Find an option by name in `table` (TCP's by default, or `UDP_OPTIONS`).
 
     Raises:
         TypeError: `name` is not a `str`.
@@ -87,10 +119,22 @@ def lookup(name: object, *, setting: bool) -> Option:
     """
     if not isinstance(name, str):
         raise TypeError(f"option name must be a str, not {type(name).__name__}")
-    option = OPTIONS.get(name)
-    if option is None or (setting and not option.settable):
+    option = table.get(name)
+    if option is None or (setting and not option.settable) or (not setting and option.kind in _WRITE_ONLY):
         raise ValueError(f"unsupported option {name!r}")
     return option
+
+
+def _ipv4(text: object, what: str) -> bytes:
+    """`inet_aton` as LuaSocket uses it ("*" is INADDR_ANY)."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, not {type(text).__name__}")
+    if text == "*":
+        return bytes(4)
+    try:
+        return socket.inet_aton(text)
+    except (OSError, UnicodeError):
+        raise ValueError(f"invalid {what} ip address" if what != "ip" else "ip expected") from None
 
 
 def encode(option: Option, value: object) -> int | bytes:
@@ -107,6 +151,27 @@ def encode(option: Option, value: object) -> int | bytes:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"option value must be an int, not {type(value).__name__}")
         return value
+    if option.kind == "ip":
+        return _ipv4(value, "ip")
+    if option.kind in _WRITE_ONLY:
+        if not isinstance(value, dict):
+            raise TypeError(f"membership value must be a dict, not {type(value).__name__}")
+        multiaddr, interface = value.get("multiaddr"), value.get("interface")
+        if not isinstance(multiaddr, str):
+            raise TypeError("membership needs a str 'multiaddr' field")
+        if option.kind == "membership":
+            # struct ip_mreq: the group, then the local interface's address.
+            return _ipv4(multiaddr, "'multiaddr'") + _ipv4(interface, "'interface'")
+        # struct ipv6_mreq: the group, then the interface's index (0: the default route's).
+        try:
+            group = socket.inet_pton(socket.AF_INET6, multiaddr)
+        except (OSError, UnicodeError):
+            raise ValueError("invalid 'multiaddr' ip address") from None
+        if interface is None:
+            interface = 0
+        if isinstance(interface, bool) or not isinstance(interface, int):
+            raise TypeError("membership needs an int 'interface' field")
+        return _MREQ6.pack(group, interface & 0xFFFFFFFF)
     # linger: {"on": bool, "timeout": int seconds}
     if not isinstance(value, dict):
         raise TypeError(f"linger value must be a dict, not {type(value).__name__}")
@@ -147,6 +212,8 @@ def get_option(sock: socket.socket | None, option: Option) -> tuple[OptionValue,
         if option.kind == "linger":
             on, timeout = _LINGER.unpack(sock.getsockopt(option.level, option.name, _LINGER.size))
             return {"on": bool(on), "timeout": timeout}, None
+        if option.kind == "ip":
+            return socket.inet_ntoa(sock.getsockopt(option.level, option.name, 4)), None
         raw = sock.getsockopt(option.level, option.name)
     except OSError:
         return None, GETOPT_FAILED

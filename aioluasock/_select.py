@@ -21,6 +21,7 @@ from ._errors import TIMEOUT
 from ._protocol import SelectMarks, StreamProtocol, _wake
 from ._tcp import Client, _let_io_in, _Socket, _wait_until
 from ._timeout import parse_timeout
+from ._udp import _Udp
 
 __all__ = ["Selectable", "select"]
 
@@ -50,7 +51,7 @@ def _unique(objects: Iterable[S] | None) -> list[S]:
     result: list[S] = []
     for obj in objects:
         if id(obj) not in seen:
-            if not isinstance(obj, _Socket) and not callable(getattr(obj, "getfd", None)):
+            if not isinstance(obj, (_Socket, _Udp)) and not callable(getattr(obj, "getfd", None)):
                 raise TypeError(f"select: {type(obj).__name__} object has no getfd()")
             seen.add(id(obj))
             result.append(obj)
@@ -90,6 +91,18 @@ class _Scan(Generic[S]):
         self.fd_read: list[tuple[int, S]] = []  # objects whose readiness is their descriptor's
         self.fd_write: list[tuple[int, S]] = []
         for obj in recv:
+            if isinstance(obj, _Udp):
+                # Readable with a datagram (or an ICMP error) queued; else ask
+                # the kernel (a zero-timeout poll; only watching the
+                # descriptor is refused): one may be there that the transport
+                # has not read yet.
+                fd = obj._select_fd()
+                if fd >= 0:
+                    if obj._readable():
+                        self.readable.append(obj)
+                    else:
+                        self.fd_read.append((fd, obj))
+                continue
             if isinstance(obj, _Socket):
                 if obj._closed:
                     continue
@@ -112,6 +125,12 @@ class _Scan(Generic[S]):
             if fd >= 0:
                 self.fd_read.append((fd, obj))
         for obj in send:
+            if isinstance(obj, _Udp):
+                # A UDP socket can always send (LuaSocket's select says so
+                # of every open one, bound or not).
+                if obj._select_fd() >= 0:
+                    self.writable.append(obj)
+                continue
             if isinstance(obj, _Socket):
                 if obj._closed:
                     continue
@@ -220,6 +239,16 @@ class _Watch:
         protos = set()
         for objects, write in ((recv, False), (send, True)):
             for obj in objects:
+                if isinstance(obj, _Udp):
+                    # Datagrams come through the protocol, which tells
+                    # its watchers (a socket with no local address has
+                    # none: nothing can arrive there).
+                    udp_proto = obj._attach()
+                    if udp_proto is not None and id(udp_proto) not in protos:
+                        protos.add(id(udp_proto))
+                        udp_proto.watchers.append(waiter)
+                        self.undo.append((udp_proto,))
+                    continue
                 if isinstance(obj, _Socket):
                     if obj._closed:
                         continue
@@ -504,9 +533,11 @@ async def select(
         recvt: objects to watch for reading (`None` for none): aioluasock
             objects or foreign objects with `getfd()` and `dirty()`. A client
             is readable when bytes are buffered, at end of stream or after an
-            error; a server when a connection is pending.
+            error; a server when a connection is pending; a UDP object
+            when a datagram (or an ICMP error) is there to receive.
         sendt: objects to watch for writing: a connected client below its
-            write high-water mark, or one whose connect finished.
+            write high-water mark, or one whose connect finished; any UDP
+            object that has a socket.
         timeout: seconds; `None` or negative waits without limit; 0 polls once.
 
     Returns:

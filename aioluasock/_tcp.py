@@ -198,10 +198,11 @@ def _new_socket(family: int) -> socket.socket:
 
 
 async def _resolve(
-    address: str | None, port: str, family: int, *, passive: bool
+    address: str | None, port: str, family: int, *, passive: bool, socktype: int = socket.SOCK_STREAM
 ) -> list[tuple[int, tuple[object, ...]]] | str:
     """Resolve with the loop's resolver (never blocking the loop): a list of
-    `(family, sockaddr)` or LuaSocket's text for the failure."""
+    `(family, sockaddr)` or LuaSocket's text for the failure. `socktype` is
+    the hint LuaSocket gives (UDP objects resolve for SOCK_DGRAM)."""
     flags = socket.AI_PASSIVE if passive else 0
     if not port.isdigit():
         # A service name ("http", " 80", "-1"): translated here, with the C
@@ -209,7 +210,7 @@ async def _resolve(
         # (uvloop's resolver accepts "-1"). Only the local services database
         # is read; no host is looked up.
         try:
-            port = str(socket.getaddrinfo(None, port or "0", socket.AF_INET, socket.SOCK_STREAM)[0][4][1])
+            port = str(socket.getaddrinfo(None, port or "0", socket.AF_INET, socktype)[0][4][1])
         except (OSError, UnicodeError) as exc:
             return os_error_text(exc) if isinstance(exc, OSError) else str(exc)
     if port.isdigit():
@@ -221,7 +222,7 @@ async def _resolve(
                 address,
                 port,
                 family,
-                socket.SOCK_STREAM,
+                socktype,
                 0,
                 flags | socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
             )
@@ -235,7 +236,7 @@ async def _resolve(
             address,
             port,
             family=family,
-            type=socket.SOCK_STREAM,
+            type=socktype,
             flags=flags,
         )
     except OSError as exc:

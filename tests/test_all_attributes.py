@@ -18,6 +18,9 @@ EXPECTED = {
     "tcp",
     "tcp4",
     "tcp6",
+    "udp",
+    "udp4",
+    "udp6",
     "bind",
     "connect",
     # the select shim and time
@@ -39,12 +42,14 @@ EXPECTED = {
     "Master",
     "Server",
     "Client",
+    "UdpUnconnected",
+    "UdpConnected",
     "__version__",
 }
 
 COROUTINE_FUNCTIONS = {"bind", "connect", "select", "serve", "sleep"}
-PLAIN_FUNCTIONS = {"tcp", "tcp4", "tcp6", "gettime", "skip", "try_", "newtry", "protect"}
-CLASSES = {"Master", "Server", "Client", "Service"}
+PLAIN_FUNCTIONS = {"tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "gettime", "skip", "try_", "newtry", "protect"}
+CLASSES = {"Master", "Server", "Client", "Service", "UdpUnconnected", "UdpConnected"}
 EXCEPTIONS = {"Error", "BusyError"}
 
 
