@@ -28,7 +28,6 @@ from ._tcp import Server as Server
 from ._tcp import tcp as tcp
 from ._tcp import tcp4 as tcp4
 from ._tcp import tcp6 as tcp6
-from ._udp import DATAGRAMSIZE as _DATAGRAMSIZE
 from ._udp import UdpConnected as UdpConnected
 from ._udp import UdpUnconnected as UdpUnconnected
 from ._udp import udp as udp

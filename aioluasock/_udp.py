@@ -35,9 +35,9 @@ from ._tcp import (
     _EXPIRED,
     _NO_LIMIT,
     _as_bytes,
-    _check_address,
-    _check_port,
     _next_deadline,
+    _public_address,
+    _public_port,
     _resolve,
     _wait_until,
 )
@@ -192,6 +192,16 @@ def _disconnect(sock: socket.socket) -> None:
     _libc.connect(sock.fileno(), unspec, ctypes.sizeof(unspec))
 
 
+def _peer(address: object, port: object) -> tuple[str, str | None]:
+    """The Python API's `setpeername` arguments, checked."""
+    host = _public_address(address)
+    if host == "*":
+        return host, None
+    if port is None:
+        raise TypeError("setpeername needs a port (or the address '*')")
+    return host, str(_public_port(port))
+
+
 def _check_size(size: object) -> int:
     if size is None:
         return DATAGRAMSIZE
@@ -202,12 +212,10 @@ def _check_size(size: object) -> int:
     return size
 
 
-def _numeric_address(ip: object, port: object, family: int) -> list[tuple[int, tuple[object, ...]]] | str:
+def _numeric_address(host: str, service: str, family: int) -> list[tuple[int, tuple[object, ...]]] | str:
     """`sendto`'s resolution: numeric host and port only, no lookup (as
     LuaSocket's AI_NUMERICHOST | AI_NUMERICSERV); the resolver's own text on
     failure (`gai_strerror`: 3.1's sendto does not use its table)."""
-    host = _check_address(ip)
-    service = _check_port(port)
     try:
         infos = socket.getaddrinfo(
             host,
@@ -610,17 +618,15 @@ class _Udp:
             if self._closed or self._sock is not sock:
                 return CLOSED
 
-    async def _setpeername(self, address: str, port: int | str | None) -> str | None:
-        host = _check_address(address)
+    async def _setpeername(self, host: str, service: str | None) -> str | None:
+        """Connect to `host`/`service`, or dissolve the association (`"*"`)."""
         if host == "*":
             sock = self._sock
             if sock is not None and not self._closed:
                 _disconnect(sock)
             self.__class__ = UdpUnconnected
             return None
-        if port is None:
-            raise TypeError("setpeername needs a port (or the address '*')")
-        service = _check_port(port)
+        assert service is not None
         resolved = await _resolve(host, service, self._family, passive=False, socktype=socket.SOCK_DGRAM)
         if isinstance(resolved, str):
             return resolved
@@ -644,9 +650,7 @@ class _Udp:
         await self._settle()
         return None
 
-    async def _setsockname(self, address: str, port: int | str) -> str | None:
-        host = _check_address(address)
-        service = _check_port(port)
+    async def _setsockname(self, host: str, service: str) -> str | None:
         resolved = await _resolve(
             None if host == "*" else host, service, self._family, passive=True, socktype=socket.SOCK_DGRAM
         )
@@ -668,9 +672,8 @@ class _Udp:
                 return None
         return err
 
-    async def _sendto(self, data: object, ip: str, port: int | str) -> int | str:
-        payload = _as_bytes(data, "data")
-        resolved = _numeric_address(ip, port, self._family)
+    async def _sendto(self, payload: bytes, host: str, service: str) -> int | str:
+        resolved = _numeric_address(host, service, self._family)
         if isinstance(resolved, str):
             return resolved
         if self._sock is None and self._family == socket.AF_UNSPEC:
@@ -747,7 +750,8 @@ class UdpUnconnected(_Udp):
             TypeError: `data` is a `str` or not bytes-like; `ip` is not a
                 `str`; `port` not an int or str. ValueError: port out of range.
         """
-        got = await self._sendto(data, ip, port)
+        payload = _as_bytes(data, "data")
+        got = await self._sendto(payload, _public_address(ip), str(_public_port(port)))
         return (None, got) if isinstance(got, str) else (got, None)
 
     async def setsockname(self, address: str, port: int | str) -> tuple[int, None] | tuple[None, str]:
@@ -761,7 +765,7 @@ class UdpUnconnected(_Udp):
             `(1, None)` or `(None, err)`: "address already in use", "Invalid
             argument" (already bound), resolver texts.
         """
-        err = await self._setsockname(address, port)
+        err = await self._setsockname(_public_address(address), str(_public_port(port)))
         return (None, err) if err is not None else (1, None)
 
     async def setpeername(
@@ -778,7 +782,7 @@ class UdpUnconnected(_Udp):
         Raises:
             TypeError: no port with an address other than ``"*"``.
         """
-        err = await self._setpeername(address, port)
+        err = await self._setpeername(*_peer(address, port))
         return (None, err) if err is not None else (1, None)
 
 
@@ -815,7 +819,7 @@ class UdpConnected(_Udp):
         Raises:
             TypeError: no port with an address other than ``"*"``.
         """
-        err = await self._setpeername(address, port)
+        err = await self._setpeername(*_peer(address, port))
         return (None, err) if err is not None else (1, None)
 
     def getpeername(self) -> tuple[str, int] | tuple[None, str]:

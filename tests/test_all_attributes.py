@@ -48,7 +48,19 @@ EXPECTED = {
 }
 
 COROUTINE_FUNCTIONS = {"bind", "connect", "select", "serve", "sleep"}
-PLAIN_FUNCTIONS = {"tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "gettime", "skip", "try_", "newtry", "protect"}
+PLAIN_FUNCTIONS = {
+    "tcp",
+    "tcp4",
+    "tcp6",
+    "udp",
+    "udp4",
+    "udp6",
+    "gettime",
+    "skip",
+    "try_",
+    "newtry",
+    "protect",
+}
 CLASSES = {"Master", "Server", "Client", "Service", "UdpUnconnected", "UdpConnected"}
 EXCEPTIONS = {"Error", "BusyError"}
 

@@ -25,10 +25,11 @@ from typing import Any, Final, final
 
 from .._buffer import ALL, NUMBER
 from .._errors import CLOSED, BusyError, errno_text, os_error_text
-from .._options import OPTIONS
+from .._options import OPTIONS, UDP_OPTIONS, lookup, set_option
 from .._select import select as engine_select
 from .._tcp import Client, Master, Server, _resolve, _Socket
 from .._timeout import CallDeadline
+from .._udp import UdpUnconnected, _Udp, udp4, udp6
 
 __all__ = ["Bridge", "ScriptExit"]
 
@@ -86,6 +87,18 @@ def _err(text: str | None) -> bytes | None:
     return None if text is None else text.encode()
 
 
+def _ctext(value: bytes) -> str:
+    """A Lua string as C sees it (LuaSocket hands `const char *` to the
+    resolver): cut at the first NUL."""
+    return _text(value.split(b"\0", 1)[0])
+
+
+def _udp_error(text: str) -> bytes:
+    # 3.1's udp_strerror: sending on a socket that is gone (IO_CLOSED) is
+    # "refused", its word for "the transport did not take the address".
+    return b"refused" if text == CLOSED else text.encode()
+
+
 class Bridge:
     """The engine calls of one script (one Lua state).
 
@@ -108,10 +121,10 @@ class Bridge:
         self._spawn = spawn
         self._tasks = tasks
         self._running = running
-        self.sockets: weakref.WeakSet[_Socket] = weakref.WeakSet()
+        self.sockets: weakref.WeakSet[_Socket | _Udp] = weakref.WeakSet()
         # Descriptors given with setfd: not ours to close (SEMANTICS 3.5:
         # setfd never closes anything; the owner of the descriptor does).
-        self._borrowed: weakref.WeakKeyDictionary[_Socket, socket.socket] = weakref.WeakKeyDictionary()
+        self._borrowed: weakref.WeakKeyDictionary[_Socket | _Udp, socket.socket] = weakref.WeakKeyDictionary()
         # Sockets replaced by setfd: LuaSocket leaks them; we close them when
         # the script ends.
         self._orphans: list[socket.socket] = []
@@ -177,6 +190,15 @@ class Bridge:
             "waitall",
             "exit",
             "forget",
+            "udp",
+            "udp_optkind",
+            "udp_setoption",
+            "udp_getoption",
+            "udp_receive",
+            "udp_send",
+            "udp_sendto",
+            "udp_setsockname",
+            "udp_setpeername",
         ]
         return {name.encode(): getattr(self, name) for name in names}
 
@@ -203,7 +225,7 @@ class Bridge:
             return None, os_error_text(exc).encode()
         return self._register(Master(sock, af))
 
-    def close(self, obj: _Socket) -> None:
+    def close(self, obj: _Socket | _Udp) -> None:
         borrowed = self._borrowed.pop(obj, None)
         if borrowed is not None and obj._sock is borrowed and obj._proto is None:
             borrowed.detach()
@@ -213,10 +235,10 @@ class Bridge:
         obj._close()
 
     @staticmethod
-    def getfd(obj: _Socket) -> int:
+    def getfd(obj: _Socket | _Udp) -> int:
         return obj.getfd()
 
-    def setfd(self, obj: _Socket, fd: int) -> None:
+    def setfd(self, obj: _Socket | _Udp, fd: int) -> None:
         # LuaSocket stores the number and touches nothing else: the old
         # descriptor is neither closed nor reused (we close it at the end).
         old = obj._sock
@@ -242,27 +264,27 @@ class Bridge:
         return obj.dirty()
 
     @staticmethod
-    def getfamily(obj: _Socket) -> bytes:
+    def getfamily(obj: _Socket | _Udp) -> bytes:
         return obj.getfamily().encode()
 
-    def getsockname(self, obj: _Socket) -> tuple[bytes, bytes, bytes] | tuple[None, bytes]:
+    def getsockname(self, obj: _Socket | _Udp) -> tuple[bytes, bytes, bytes] | tuple[None, bytes]:
         ip, port = obj._address(peer=False)
         if ip is None:
             return None, str(port).encode()
         # LuaSocket 3.1 returns this port as a string (SEMANTICS 3.5.1).
         return ip.encode(), str(port).encode(), self._family_name(obj)
 
-    def getpeername(self, obj: _Socket) -> tuple[bytes, int, bytes] | tuple[None, bytes]:
+    def getpeername(self, obj: _Socket | _Udp) -> tuple[bytes, int, bytes] | tuple[None, bytes]:
         ip, port = obj._address(peer=True)
         if ip is None:
             return None, str(port).encode()
         return ip.encode(), int(port), self._family_name(obj)
 
-    def _family_name(self, obj: _Socket) -> bytes:
+    def _family_name(self, obj: _Socket | _Udp) -> bytes:
         return b"unspec" if obj in self._unspec else _SOCKNAME_FAMILY.get(obj._family, b"unknown")
 
     @staticmethod
-    def settimeout(obj: _Socket, value: float, mode: bytes) -> None:
+    def settimeout(obj: _Socket | _Udp, value: float, mode: bytes) -> None:
         # LuaSocket stores any number; NaN never compares, so it never limits.
         limit = None if value < 0 or math.isnan(value) else value
         obj._timeout.set(limit, mode.decode())
@@ -319,7 +341,7 @@ class Bridge:
     def gethostname() -> bytes:
         return socket.gethostname().encode()
 
-    def foreign(self, fd: int, dirty: bool) -> _Foreign | _Socket:
+    def foreign(self, fd: int, dirty: bool) -> _Foreign | _Socket | _Udp:
         # A wrapper (an LTN12 source or sink, say) around one of our own
         # sockets: watch the socket itself (its descriptor belongs to a
         # transport, which the loop will not let anybody else watch).
@@ -340,6 +362,87 @@ class Bridge:
         if task is None or task.done():
             return False
         return task.cancel()
+
+    # -- UDP -----------------------------------------------------------------
+
+    def udp(self, family: int) -> _Udp | tuple[None, bytes]:
+        if family == 0:
+            obj: _Udp = UdpUnconnected(None, socket.AF_UNSPEC)
+        else:
+            made, err = udp4() if family == 4 else udp6()
+            if made is None:
+                return None, str(err).encode()
+            obj = made
+        self.sockets.add(obj)
+        return obj
+
+    @staticmethod
+    def udp_optkind(name: bytes, setting: bool) -> bytes | None:
+        option = UDP_OPTIONS.get(_text(name))
+        if option is None or (setting and not option.settable):
+            return None
+        if not setting and (not option.lua_gettable or option.kind in ("membership", "membership6")):
+            return None
+        return option.kind.encode()
+
+    @staticmethod
+    def udp_setoption(obj: _Udp, name: bytes, value: object, interface: object = None) -> Values:
+        # bridge.lua has checked the value's type as LuaSocket does; what is
+        # left is the address syntax (an argument error in LuaSocket too).
+        option = lookup(_text(name), setting=True, table=UDP_OPTIONS)
+        if isinstance(value, bytes):
+            value = _ctext(value)
+        if option.kind in ("membership", "membership6"):
+            if isinstance(interface, bytes):
+                interface = _ctext(interface)
+            value = {"multiaddr": value, "interface": interface}
+        try:
+            failure = set_option(obj._sock if not obj._closed else None, option, value)
+        except ValueError as exc:
+            return False, str(exc).encode()
+        return (1.0,) if failure is None else (None, failure.encode())
+
+    @staticmethod
+    def udp_getoption(obj: _Udp, name: bytes) -> Values:
+        value, failure = obj.getoption(_text(name))
+        if failure is not None:
+            return None, failure.encode()
+        if isinstance(value, str):
+            return (value.encode(),)
+        return (value,)
+
+    @staticmethod
+    async def udp_receive(obj: _Udp, size: int, sender: bool) -> Values:
+        got = await obj._receive(size)
+        if isinstance(got, str):
+            if got == CLOSED and not sender:
+                # 3.1: recv on a socket that is gone is IO_CLOSED, which
+                # receive takes for an empty datagram.
+                return (b"",)
+            return None, got.encode()
+        data, (ip, port) = got
+        return (data, ip.encode(), port) if sender else (data,)
+
+    @staticmethod
+    async def udp_send(obj: _Udp, data: bytes) -> Values:
+        got = await obj._send(data, None)
+        return (got + 0.0,) if isinstance(got, int) else (None, _udp_error(got))
+
+    @staticmethod
+    async def udp_sendto(obj: _Udp, data: bytes, ip: bytes, port: bytes) -> Values:
+        got = await obj._sendto(data, _ctext(ip), _ctext(port))
+        return (got + 0.0,) if isinstance(got, int) else (None, _udp_error(got))
+
+    @staticmethod
+    async def udp_setsockname(obj: _Udp, address: bytes, port: bytes) -> Values:
+        err = await obj._setsockname(_ctext(address), _ctext(port))
+        return () if err is None else (err.encode(),)
+
+    @staticmethod
+    async def udp_setpeername(obj: _Udp, address: bytes, port: bytes) -> Values:
+        host = _ctext(address)
+        err = await obj._setpeername(host, None if host == "*" else _ctext(port))
+        return () if err is None else (err.encode(),)
 
     # -- calls that wait (the driver awaits them) ----------------------------
 
@@ -470,8 +573,9 @@ class Bridge:
         # an entry given twice counts at its last position.
         recv_pos = {id(obj): index for index, obj in enumerate(recv, 1)}
         send_pos = {id(obj): index for index, obj in enumerate(send, 1)}
-        dirty = [obj for obj in readable if obj.dirty()]
-        rest = sorted((obj for obj in readable if not obj.dirty()), key=lambda obj: obj.getfd())
+        # (A UDP object's datagrams are in the kernel for 3.1: never dirty.)
+        dirty = [obj for obj in readable if not isinstance(obj, _Udp) and obj.dirty()]
+        rest = sorted((obj for obj in readable if obj not in dirty), key=lambda obj: obj.getfd())
         dirty.sort(key=lambda obj: recv_pos[id(obj)])
         ready_r = [recv_pos[id(obj)] for obj in dirty + rest]
         ready_w = [send_pos[id(obj)] for obj in sorted(writable, key=lambda obj: obj.getfd())]

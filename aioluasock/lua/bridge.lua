@@ -186,12 +186,13 @@ local pymt  -- lupa's metatable for Python objects (restored before collection)
 local classes = {}
 local methods = {}
 
+-- auxiliar_checkclass / checkgroup: `want` is a class ("tcp{client}") or a
+-- group ("tcp{any}", "udp{any}"), which each class's metatable lists.
 local function checkobj(level, self, want)
   local o = impl[self]
   if o ~= nil then
-    if want == "tcp{any}" then return o end
     local mt = dgetmetatable(self)
-    if mt and mt.__name == want then return o end
+    if mt and (mt.__name == want or rawget(mt, want) == true) then return o end
   end
   argerror(level + 1, 1, want .. " expected")
 end
@@ -269,8 +270,9 @@ function methods.getpeername(self)
   return B.getpeername(o)
 end
 
-function methods.settimeout(self, ...)
-  local o = checkobj(2, self, "tcp{any}")
+local function settimeout(group)
+  return function(self, ...)
+  local o = checkobj(2, self, group)
   local n = select("#", ...)
   local value, mode = ...
   local v = optnumber(2, 2, value, n >= 1, -1)
@@ -287,17 +289,23 @@ function methods.settimeout(self, ...)
   end
   B.settimeout(o, v, c)
   return 1.0
+  end
 end
 
-function methods.gettimeout(self)
-  checkobj(2, self, "tcp{any}")
-  local t = tmo[self]
-  return t[1], t[2]
+local function gettimeout(group)
+  return function(self)
+    checkobj(2, self, group)
+    local t = tmo[self]
+    return t[1], t[2]
+  end
 end
 
-local function option_name(level, name, present, setting)
+methods.settimeout = settimeout("tcp{any}")
+methods.gettimeout = gettimeout("tcp{any}")
+
+local function option_name(level, name, present, setting, optkind)
   local s = checkstring(level + 1, 2, name, present)
-  local kind = B.optkind(s, setting)
+  local kind = (optkind or B.optkind)(s, setting)
   if not kind then argerror(level + 1, 2, sformat("unsupported option `%.35s'", s)) end
   return s, kind
 end
@@ -466,6 +474,174 @@ for _, class in ipairs({ "tcp{master}", "tcp{client}", "tcp{server}" }) do
 end
 
 -------------------------------------------------------------------------------
+-- UDP objects (udp.c): one method table for both classes, each method
+-- checking the class or group it needs, as LuaSocket's do.
+-------------------------------------------------------------------------------
+
+local udp_methods = {}
+
+function udp_methods.close(self)
+  B.close(checkobj(2, self, "udp{any}"))
+  return 1.0
+end
+
+function udp_methods.dirty(self)
+  checkobj(2, self, "udp{any}")
+  return false  -- 3.1: a UDP object's datagrams are in the kernel, never buffered
+end
+
+function udp_methods.getfamily(self)
+  return B.getfamily(checkobj(2, self, "udp{any}"))
+end
+
+function udp_methods.getfd(self)
+  return B.getfd(checkobj(2, self, "udp{any}")) + 0.0
+end
+
+function udp_methods.setfd(self, ...)
+  local o = checkobj(2, self, "udp{any}")
+  local fd = checknumber(2, 2, (...), select("#", ...) > 0)
+  B.setfd(o, trunc(fd))
+end
+
+function udp_methods.getsockname(self)
+  return B.getsockname(checkobj(2, self, "udp{any}"))
+end
+
+function udp_methods.getpeername(self)
+  return B.getpeername(checkobj(2, self, "udp{connected}"))
+end
+
+udp_methods.settimeout = settimeout("udp{any}")
+udp_methods.gettimeout = gettimeout("udp{any}")
+
+-- receive(size) and receivefrom(size): luaL_optnumber, cast to size_t (a
+-- negative size is a huge one, which malloc refuses).
+local function datagram_size(n, size)
+  local s = optnumber(3, 2, size, n >= 1, 8192)
+  if s < 0 then return nil end
+  return trunc(s)
+end
+
+function udp_methods.receive(self, ...)
+  local o = checkobj(2, self, "udp{any}")
+  local size = datagram_size(select("#", ...), (...))
+  if size == nil then return nil, "out of memory" end
+  return request(B.udp_receive, o, size, false)
+end
+
+function udp_methods.receivefrom(self, ...)
+  local o = checkobj(2, self, "udp{unconnected}")
+  local size = datagram_size(select("#", ...), (...))
+  if size == nil then return nil, "out of memory" end
+  return request(B.udp_receive, o, size, true)
+end
+
+function udp_methods.send(self, ...)
+  local o = checkobj(2, self, "udp{connected}")
+  local data = checkstring(2, 2, (...), select("#", ...) >= 1)
+  return request(B.udp_send, o, data)
+end
+
+function udp_methods.sendto(self, ...)
+  local o = checkobj(2, self, "udp{unconnected}")
+  local n = select("#", ...)
+  local data, ip, port = ...
+  data = checkstring(2, 2, data, n >= 1)
+  ip = checkstring(2, 3, ip, n >= 2)
+  port = checkstring(2, 4, port, n >= 3)
+  return request(B.udp_sendto, o, data, ip, port)
+end
+
+function udp_methods.setsockname(self, ...)
+  local o = checkobj(2, self, "udp{unconnected}")
+  local n = select("#", ...)
+  local address, port = ...
+  address = checkstring(2, 2, address, n >= 1)
+  port = checkstring(2, 3, port, n >= 2)
+  local err = request(B.udp_setsockname, o, address, port)
+  if err then return nil, err end
+  return 1.0
+end
+
+function udp_methods.setpeername(self, ...)
+  local o = checkobj(2, self, "udp{any}")
+  local n = select("#", ...)
+  local address, port = ...
+  address = checkstring(2, 2, address, n >= 1)
+  local connecting = address ~= "*"
+  port = connecting and checkstring(2, 3, port, n >= 2) or "0"
+  local err = request(B.udp_setpeername, o, address, port)
+  if err then return nil, err end
+  setclass(self, connecting and "udp{connected}" or "udp{unconnected}")
+  return 1.0
+end
+
+function udp_methods.setoption(self, ...)
+  local o = checkobj(2, self, "udp{any}")
+  local n = select("#", ...)
+  local name, value = ...
+  local s, kind = option_name(2, name, n >= 1, true, B.udp_optkind)
+  local r
+  if kind == "bool" then
+    if type(value) ~= "boolean" then
+      argerror(2, 3, "boolean expected, got " .. typename(value, n >= 2))
+    end
+    r = pack(B.udp_setoption(o, s, value))
+  elseif kind == "int" then
+    r = pack(B.udp_setoption(o, s, trunc(tonumber(value) or 0)))
+  elseif kind == "ip" then
+    r = pack(B.udp_setoption(o, s, checkstring(2, 3, value, n >= 2)))
+  else
+    if type(value) ~= "table" then argerror(2, 3, "table expected, got " .. typename(value, n >= 2)) end
+    local multiaddr = value.multiaddr
+    if type(multiaddr) ~= "string" and type(multiaddr) ~= "number" then
+      argerror(2, 3, "string 'multiaddr' field expected")
+    end
+    local interface = value.interface
+    if kind == "membership" then
+      if type(interface) ~= "string" and type(interface) ~= "number" then
+        argerror(2, 3, "string 'interface' field expected")
+      end
+      interface = tostring(interface)
+    elseif interface ~= nil then
+      if tonumber(interface) == nil or (type(interface) ~= "number" and type(interface) ~= "string") then
+        argerror(2, -1, "number 'interface' field expected")
+      end
+      interface = trunc(tonumber(interface))
+    end
+    r = pack(B.udp_setoption(o, s, tostring(multiaddr), interface))
+  end
+  if r[1] == false then argerror(2, 3, r[2]) end
+  return unpack(r, 1, r.n)
+end
+
+function udp_methods.getoption(self, ...)
+  local o = checkobj(2, self, "udp{any}")
+  local s, kind = option_name(2, (...), select("#", ...) >= 1, false, B.udp_optkind)
+  local r = pack(B.udp_getoption(o, s))
+  if r[1] == nil then
+    if r[2] == nil then return nil end  -- "error": nothing pending, one value
+    return nil, r[2]
+  end
+  if kind == "int" then return r[1] + 0.0 end
+  return r[1]
+end
+
+for _, class in ipairs({ "udp{unconnected}", "udp{connected}" }) do
+  local index = { class = class }
+  for k, f in pairs(udp_methods) do index[k] = f end
+  classes[class] = {
+    __index = index,
+    __name = class,
+    __tostring = tostring_obj,
+    __gc = gc_obj,
+    ["udp{any}"] = true,
+    ["select{able}"] = true,
+  }
+end
+
+-------------------------------------------------------------------------------
 -- The socket namespace (socket.core + socket.lua)
 -------------------------------------------------------------------------------
 
@@ -486,6 +662,16 @@ end
 function socket.tcp() return create(0) end
 function socket.tcp4() return create(4) end
 function socket.tcp6() return create(6) end
+
+local function create_udp(family)
+  local o, err = B.udp(family)
+  if o == nil then return nil, err end
+  return wrapobj(o, "udp{unconnected}")
+end
+
+function socket.udp() return create_udp(0) end
+function socket.udp4() return create_udp(4) end
+function socket.udp6() return create_udp(6) end
 
 function socket.gettime() return B.gettime() end
 

@@ -30,7 +30,7 @@ local function fmt(v)
     return "{" .. table.concat(parts, ", ") .. "}"
   elseif t == "userdata" then
     local s = tostring(v)
-    return s:match("^(tcp{%a+})") or s
+    return s:match("^(%a+{%a+})") or s
   end
   return t
 end
