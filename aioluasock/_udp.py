@@ -34,6 +34,7 @@ from ._options import UDP_OPTIONS, OptionValue, get_option, lookup, set_option
 from ._tcp import (
     _EXPIRED,
     _NO_LIMIT,
+    Buffer,
     _as_bytes,
     _next_deadline,
     _public_address,
@@ -728,7 +729,7 @@ class UdpUnconnected(_Udp):
         data, (ip, port) = got
         return data, ip, port
 
-    async def sendto(self, data: bytes, ip: str, port: int | str) -> tuple[int, None] | tuple[None, str]:
+    async def sendto(self, data: Buffer, ip: str, port: int | str) -> tuple[int, None] | tuple[None, str]:
         """Send one datagram to a numeric address (no name lookup, as LuaSocket).
 
         The first `sendto` of a `udp()` object creates its socket, of the
@@ -793,7 +794,7 @@ class UdpConnected(_Udp):
     __slots__ = ()
     _kind = "udp{connected}"
 
-    async def send(self, data: bytes) -> tuple[int, None] | tuple[None, str]:
+    async def send(self, data: Buffer) -> tuple[int, None] | tuple[None, str]:
         """Send one datagram to the peer.
 
         Returns:
