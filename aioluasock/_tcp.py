@@ -1217,11 +1217,7 @@ class Client(_Socket):
             kind = pattern[0]
             if kind != ALL:
                 buffer = self._buffer
-                data: bytes | None = None
-                if buffer._data:  # (an empty buffer answers only receive(0))
-                    data = buffer.take_line() if kind == LINE else buffer.take(pattern[1])
-                elif kind == NUMBER and pattern[1] == 0:
-                    data = b""
+                data = self._receive_now(kind, pattern[1])
                 if data is None:
                     timeout = self._timeout
                     if self._proto is None or timeout.block is not None or timeout.total is not None:
@@ -1278,6 +1274,73 @@ class Client(_Socket):
         parsed = [parse_pattern(p) for p in patterns] if patterns else [LINE_PATTERN]
         return await self._receive(parsed, _as_bytes(prefix, "prefix"))
 
+    def _receive_now(self, kind: int, count: int) -> bytes | None:
+        """The answer of a `"*l"` (`kind` LINE) or `count`-byte receive when
+        the buffer already holds it, consumed; `None` when the call would
+        have to wait. For callers that have checked there is no prefix, no
+        other receiver and no close (the Lua bridge calls it before yielding
+        to its driver: a buffered line costs no round trip through the loop)."""
+        buffer = self._buffer
+        if buffer._data:  # (an empty buffer answers only receive(0))
+            data = buffer.take_line() if kind == LINE else buffer.take(count)
+            if data is not None:
+                proto = self._proto
+                if proto is not None and proto.reading_paused and len(buffer) <= READ_LOW_WATER:
+                    proto.resume_reading()
+            return data
+        if kind == NUMBER and count == 0:
+            return b""
+        return None
+
+    def _send_now(self, chunk: bytes) -> tuple[int, str | None] | None:
+        """`send(chunk)` when the transport can take it without waiting:
+        the result, or `None` when the call has to wait (no transport yet,
+        writing paused, above the high-water mark, another sender)."""
+        proto = self._proto
+        if self._send_busy or proto is None or proto.writing_paused:
+            return None
+        transport = proto.transport
+        size = len(chunk)
+        # `_write_end(proto) is None`, inlined.
+        if (
+            transport is None
+            or self._closed
+            or self._send_shut
+            or proto.error is not None
+            or transport.is_closing()
+        ):
+            return None
+        room = WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size() - proto.pending_size
+        if size > room and proto.pending is not None:
+            # The batch is full (a bulk echo of more than one read's worth
+            # of blocks): it goes out now, as `_send` would send it first,
+            # and this send may fit after it.
+            proto.flush()
+            room = (
+                -1
+                if proto.writing_paused or transport.is_closing()
+                else WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size()
+            )
+        if size > room:
+            return None
+        self._sent += size
+        if self._buffer._data:
+            # More received bytes wait to be handled (pipelined requests, or
+            # the next blocks of a bulk echo): batch this reply with the next
+            # ones into one transport write at the end of the loop iteration,
+            # instead of a system call per reply.
+            proto.defer_write(chunk)
+            return size, None
+        if proto.pending is not None:
+            proto.defer_write(chunk)
+            proto.flush()
+        else:
+            transport.write(chunk)
+        if transport.is_closing():  # failed at once: see `_send`
+            self._sent -= size
+            return 0, proto.error or CLOSED
+        return size, None
+
     async def send(self, *data: Buffer) -> tuple[int, str | None]:
         """Send the byte strings in order.
 
@@ -1300,51 +1363,13 @@ class Client(_Socket):
                 data = (b"".join(data),)  # takes any bytes-like object, refuses a str
             except TypeError:
                 data = (b"".join([_as_bytes(item, "data") for item in data]),)  # raises the clear error
-        if len(data) == 1 and not self._send_busy:
+        if len(data) == 1:
             chunk = data[0]
-            proto = self._proto
-            if type(chunk) is bytes and proto is not None and not proto.writing_paused:
-                transport = proto.transport
-                size = len(chunk)
-                # `_write_end(proto) is None`, inlined.
-                if (
-                    transport is not None
-                    and not self._closed
-                    and not self._send_shut
-                    and proto.error is None
-                    and not transport.is_closing()
-                ):
-                    room = WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size() - proto.pending_size
-                    if size > room and proto.pending is not None:
-                        # The batch is full (a bulk echo of more than one
-                        # read's worth of blocks): it goes out now, as `_send`
-                        # would send it first, and this send may fit after it.
-                        proto.flush()
-                        room = (
-                            -1
-                            if proto.writing_paused or transport.is_closing()
-                            else WRITE_HIGH_WATER + 1 - transport.get_write_buffer_size()
-                        )
-                    if size > room:
-                        return await self._send([chunk])
-                    self._sent += size
-                    if self._buffer._data:
-                        # More received bytes wait to be handled (pipelined
-                        # requests, or the next blocks of a bulk echo): batch
-                        # this reply with the next ones into one transport
-                        # write at the end of the loop iteration, instead of a
-                        # system call per reply.
-                        proto.defer_write(chunk)
-                        return size, None
-                    if proto.pending is not None:
-                        proto.defer_write(chunk)
-                        proto.flush()
-                    else:
-                        transport.write(chunk)
-                    if transport.is_closing():  # failed at once: see `_send`
-                        self._sent -= size
-                        return 0, proto.error or CLOSED
-                    return size, None
+            if type(chunk) is bytes:
+                done = self._send_now(chunk)
+                if done is not None:
+                    return done
+                return await self._send([chunk])
         return await self._send([_as_bytes(item, "data") for item in data])
 
     def shutdown(self, mode: str = "both") -> int:

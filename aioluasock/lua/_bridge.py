@@ -178,7 +178,9 @@ class Bridge:
             "connect",
             "accept",
             "receive",
+            "receive_now",
             "send",
+            "send_now",
             "select",
             "sleep",
             "global_connect",
@@ -507,6 +509,26 @@ class Bridge:
         if client is None:
             return None, _err(err)
         return (self._register(client),)
+
+    @staticmethod
+    def receive_now(obj: object, kind: int, count: int) -> bytes | None:
+        # Called by bridge.lua before it yields a receive to the driver: a
+        # line already buffered comes back in this one call. Anything but a
+        # plain idle client goes the long way.
+        if type(obj) is not Client or obj._recv_busy or obj._closed:
+            return None
+        return obj._receive_now(kind, count)
+
+    @staticmethod
+    def send_now(obj: object, data: bytes) -> Values | None:
+        # As `receive_now`: a send the transport takes at once needs no trip
+        # through the driver (the same fast path as the Python API's send).
+        if type(obj) is not Client:
+            return None
+        done = obj._send_now(data)
+        if done is None:
+            return None
+        return done[0], _err(done[1])
 
     async def receive(self, obj: Client, kind: int, count: int, prefix: bytes) -> Values:
         if kind == NUMBER and count == 0 and not prefix:

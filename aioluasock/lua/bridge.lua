@@ -388,6 +388,8 @@ function methods.accept(self)
   return wrapobj(client, "tcp{client}")
 end
 
+local receive_now, send_now = B.receive_now, B.send_now
+
 function methods.receive(self, ...)
   local o = checkobj(2, self, "tcp{client}")
   local n = select("#", ...)
@@ -405,6 +407,11 @@ function methods.receive(self, ...)
     else argerror(2, 2, "invalid receive pattern") end
   end
   prefix = optstring(2, 3, prefix, n >= 2, "")
+  if prefix == "" and (kind == 0 or (kind == 2 and count ~= 0)) then
+    -- Already buffered: one call into Python, no yield to the driver.
+    local data = receive_now(o, kind, count)
+    if data ~= nil then return data, nil, nil end
+  end
   local data, err, partial = request(B.receive, o, kind, count, prefix)
   if err then return nil, err, partial end
   return data, nil, nil
@@ -424,7 +431,11 @@ function methods.send(self, ...)
   if j > len then j = len end
   local sent, err = 0, nil
   if i <= j then
-    sent, err = request(B.send, o, i == 1 and j == len and data or ssub(data, i, j))
+    local chunk = i == 1 and j == len and data or ssub(data, i, j)
+    sent, err = send_now(o, chunk)
+    if sent == nil then
+      sent, err = request(B.send, o, chunk)
+    end
   end
   local last = sent + i - 1 + 0.0
   if err then return nil, err, last end
