@@ -26,18 +26,21 @@ from ._bridge import Bridge, ScriptExit, Values
 __all__ = ["LuaError", "LuaSyntaxError", "Script", "ScriptResult", "run_file", "run_string"]
 
 _BRIDGE_SOURCE: Final = resources.files(__package__).joinpath("bridge.lua").read_bytes()
+_MIME_SOURCE: Final = resources.files(__package__).joinpath("mime_core.lua").read_bytes()
 
 # Runs once per state, before the script: loads bridge.lua, installs the
 # modules and the coroutine library, and applies the sandbox.
 _SETUP: Final = b"""
-local bridge_source, B, sandbox, extra_path = ...
+local bridge_source, B, sandbox, extra_path, mime_source = ...
 local api = assert(load(bridge_source, "=[aioluasock]", "t"))(B)
+local mime_core = assert(load(mime_source, "=[mime.core]", "t"))
 local real_load, stdout = load, io.stdout
 python = nil
 package.loaded.python = nil
 package.preload["socket.core"] = function() return api.socket end
 package.preload["socket"] = function() return api.socket end
 package.preload["aioluasock"] = function() return api.ext end
+package.preload["mime.core"] = function() return mime_core() end
 coroutine = api.coroutine
 package.loaded.coroutine = api.coroutine
 os.exit = api.exit
@@ -258,7 +261,12 @@ class Script:
         if not self._sandbox and os.path.isdir(_DEBIAN_PATH):
             extra = f";{_DEBIAN_PATH}/?.lua;{_DEBIAN_PATH}/?/init.lua".encode()
         setup = runtime.execute(
-            _SETUP, _BRIDGE_SOURCE, runtime.table_from(bridge.table()), self._sandbox, extra
+            _SETUP,
+            _BRIDGE_SOURCE,
+            runtime.table_from(bridge.table()),
+            self._sandbox,
+            extra,
+            _MIME_SOURCE,
         )
         return runtime, setup
 
