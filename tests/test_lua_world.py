@@ -11,6 +11,7 @@ and fails it under `CI=true`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import email.policy
@@ -284,3 +285,90 @@ def test_socket_smtp_with_mime_against_a_responder(lua: str, smtp_responder: _Sm
         [got] = smtp_responder.messages
         assert got[:2] == reference[:2]
         assert _parts(got[2]) == want, loop
+
+
+# -- redis-lua against redis-server ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_port() -> Iterator[int]:
+    binary = _need("redis-server", "redis-server")
+    _need_file("/usr/share/lua/5.3/redis.lua", "lua-redis")
+    port = _free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with _server(command, port, "redis-server"):
+        yield port
+
+
+@pytest.mark.lua
+def test_redis_lua_against_redis_server(lua: str, redis_port: int) -> None:
+    expected = _run([lua, "redis_client.lua", str(redis_port), "reference"])
+    for loop in LOOPS:
+        assert _bridge(loop, "redis_client.lua", str(redis_port), loop) == expected, loop
+    lines = dict(line.split(" -> ", 1) for line in expected if " -> " in line)
+    # %q writes the CR as \13 and the LF as a backslash-newline
+    assert lines["get"] == '"value with\\13\\' and 'binary\\0bytes"' in expected
+    assert lines["incrby"] == "42"
+    assert lines["get big"] == "true"
+    assert lines["pipeline replies"] == "{1=true,2=true,3=false,4=true,5=true,6=true}"
+    assert lines["transaction"] == '{1=true,2=2,3="ab"}'
+    assert '3="message ch1 first",4="message ch2 second"' in lines["pubsub"]
+
+
+# -- Copas under load ------------------------------------------------------------------
+
+COPAS_ECHO: Final = Path(__file__).parent.parent / "benchmarks" / "servers" / "copas_echo.lua"
+
+
+async def _echo_clients(port: int, clients: int, lines: int) -> int:
+    """`clients` connections held open together, each echoing `lines` lines
+    once all are up. A connection counts as up after its first echo, and at
+    most 100 are between connect and that echo: past the listen backlog the
+    kernel answers with SYN cookies, and a cookie connection the server
+    cannot take yet is reset (a load generator's artifact, not the server's)."""
+    gate = asyncio.Semaphore(100)
+    all_up = asyncio.Event()
+    up = 0
+
+    async def one(i: int) -> int:
+        nonlocal up
+        async with gate:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"hello\n")
+            assert await reader.readline() == b"hello\n"
+        up += 1
+        if up == clients:
+            all_up.set()
+        try:
+            await all_up.wait()
+            for k in range(lines):
+                line = f"client {i} line {k} {'x' * (i % 100)}\n".encode()
+                writer.write(line)
+                assert await reader.readline() == line
+        finally:
+            writer.close()
+        return lines
+
+    async with asyncio.timeout(240):
+        done = await asyncio.gather(*(one(i) for i in range(clients)))
+    return sum(done)
+
+
+@pytest.mark.lua
+@pytest.mark.parametrize("loop", LOOPS)
+def test_debian_copas_echo_serves_1000_concurrent_clients(loop: str) -> None:
+    _need_file("/usr/share/lua/5.1/copas.lua", "lua-copas lua-coxpcall")
+    command = [sys.executable, "-m", "aioluasock", "run", "--loop", loop, str(COPAS_ECHO), "0"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        ready = server.stdout.readline().split()
+        assert ready[:1] == [b"READY"], server.stderr.read() if server.stderr else ready
+        assert asyncio.run(_echo_clients(int(ready[1]), 1000, 5)) == 5000
+        assert server.poll() is None, "the server stopped"
+    finally:
+        server.terminate()
+        server.wait(10)
+        for stream in (server.stdout, server.stderr):
+            if stream is not None:
+                stream.close()

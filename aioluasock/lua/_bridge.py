@@ -584,9 +584,9 @@ class Bridge:
         count, err = await obj.send(data)  # the public call's fast path
         return count, _err(err)
 
-    async def select(self, recvt: Any, sendt: Any, timeout: float) -> Values:
-        recv: list[Any] = [recvt[i] for i in range(1, len(recvt) + 1)]
-        send: list[Any] = [sendt[i] for i in range(1, len(sendt) + 1)]
+    async def select(self, nrecv: int, timeout: float, *objects: Any) -> Values:
+        recv: list[Any] = list(objects[:nrecv])
+        send: list[Any] = list(objects[nrecv:])
         readable, writable, err = await engine_select(recv, send, None if timeout < 0 else timeout)
         if err is not None:
             return None, err.encode()

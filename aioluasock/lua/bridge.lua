@@ -743,9 +743,11 @@ function socket.select(...)
     argerror(2, 2, "table expected, got " .. typename(sendt, n >= 2))
   end
   local t = optnumber(2, 3, timeout, n >= 3, -1)
-  local lists = {}
+  -- The engine's objects go to Python as one argument list, receivers
+  -- first (a table indexed from Python costs a crossing per element).
+  local lists, pys, np = {}, {}, 0
   for k, tab in ipairs({ recvt or {}, sendt or {} }) do
-    local elems, pys = {}, {}
+    local elems = {}
     local i = 1
     while true do
       local e = tab[i]
@@ -765,24 +767,25 @@ function socket.select(...)
       end
       if o ~= nil then
         elems[#elems + 1] = e
-        pys[#pys + 1] = o
+        np = np + 1
+        pys[np] = o
       end
       i = i + 1
     end
-    lists[k] = { elems, pys }
+    lists[k] = elems
   end
-  local r = pack(request(B.select, lists[1][2], lists[2][2], t + 0.0))
+  local r = pack(request(B.select, #lists[1], t + 0.0, unpack(pys, 1, np)))
   if r[1] == nil then return {}, {}, r[2] end
   local nr = r[1]
   local rt, wt = {}, {}
   for x = 2, r.n do
     local idx = r[x]
     if x - 1 <= nr then
-      local e = lists[1][1][idx]
+      local e = lists[1][idx]
       rt[#rt + 1] = e
       rt[e] = #rt + 0.0
     else
-      local e = lists[2][1][idx]
+      local e = lists[2][idx]
       wt[#wt + 1] = e
       wt[e] = #wt + 0.0
     end
