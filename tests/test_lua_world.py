@@ -372,3 +372,57 @@ def test_debian_copas_echo_serves_1000_concurrent_clients(loop: str) -> None:
         for stream in (server.stdout, server.stderr):
             if stream is not None:
                 stream.close()
+
+
+# -- socket.ftp against pyftpdlib --------------------------------------------------------
+
+
+_FTP_SERVER: Final = """
+import sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+authorizer = DummyAuthorizer()
+authorizer.add_user("user", "pass", sys.argv[2], perm="elradfmw")
+FTPHandler.authorizer = authorizer
+FTPHandler.auth_failed_timeout = 0  # answer a wrong password at once
+FTPServer(("127.0.0.1", int(sys.argv[1])), FTPHandler).serve_forever()
+"""
+
+
+@pytest.fixture
+def ftp_port(tmp_path: Path) -> Iterator[int]:
+    probe = subprocess.run([sys.executable, "-c", "import pyftpdlib"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail("pyftpdlib is not installed (pip install -e '.[test]')")
+        pytest.skip("pyftpdlib is not installed")
+    port = _free_port()
+    with _server(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", _FTP_SERVER, str(port), str(tmp_path)],
+        port,
+        "pyftpdlib",
+    ):
+        yield port
+
+
+@pytest.mark.lua
+def test_socket_ftp_against_an_ftp_server(lua: str, ftp_port: int) -> None:
+    expected = _run([lua, "ftp_client.lua", str(ftp_port), "reference"])
+    # (ftp.put answers with the byte count ltn12 pumped, a float under Lua 5.4)
+    assert expected == [
+        "put table\t120010.0",
+        "get table\t1",
+        "same bytes\ttrue\t120010",
+        "put url\t11.0",
+        "get url\tshort text",
+        "",
+        "list\t1",
+        "names\treference-a.bin reference-b.txt",
+        "missing file\tnil\t550 No such file or directory.",
+        "bad password\tnil\t530 Authentication failed.",
+    ]
+    for loop in LOOPS:
+        assert _bridge(loop, "ftp_client.lua", str(ftp_port), loop) == [
+            line.replace("reference", loop) for line in expected
+        ], loop
