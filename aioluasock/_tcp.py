@@ -38,7 +38,10 @@ _FAMILY_NAMES: Final[dict[int, str]] = {socket.AF_INET6: "inet6"}
 _NO_LIMIT: Final = CallDeadline(None, None)
 _EXPIRED_CALL: Final = CallDeadline(0.0, None)
 """A call whose time is up: its next wait times out at once."""
-_CONNECT_PENDING: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY})
+# What makes connect wait (LuaSocket's socket_connect). EALREADY — connect
+# again while an attempt is in progress — fails at once with its text, and
+# dispatchers that poll a connect (Copas) rely on it.
+_CONNECT_PENDING: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN})
 _SHUTDOWN_MODES: Final = ("receive", "send", "both")
 
 ReceiveResult = tuple[bytes | str | None, ...]

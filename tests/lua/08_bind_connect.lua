@@ -142,3 +142,22 @@ U.show("connect 127.0.0.1\\0junk, closed port", socket.connect("127.0.0.1\0junk"
 local nul = assert(socket.bind("127.0.0.1\0junk", 0))
 U.show("  bind 127.0.0.1\\0junk", (nul:getsockname()))
 nul:close()
+
+print("== connect again while an attempt is in progress (a listener whose backlog is full)")
+do
+  local full = assert(socket.tcp())
+  assert(full:bind("127.0.0.1", 0))
+  assert(full:listen(0))
+  local _, fport = full:getsockname()
+  local filler = assert(socket.connect("127.0.0.1", fport))
+  local c = socket.tcp()
+  c:settimeout(0)
+  U.show("connect to a full backlog, timeout 0", c:connect("127.0.0.1", fport))
+  U.show("connect again, timeout 0", c:connect("127.0.0.1", fport))
+  c:settimeout(0.05)
+  U.show("connect again, timeout 0.05", c:connect("127.0.0.1", fport))
+  U.show("select: writable", #select(2, socket.select(nil, { c }, 0)))
+  c:close()
+  filler:close()
+  full:close()
+end
