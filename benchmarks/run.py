@@ -93,11 +93,25 @@ def all_servers(c_echo: Path | None) -> dict[str, Server]:
         ),
     ]
     lua = shutil.which("lua5.4")
+    copas = harness.SERVERS_DIR / "copas_echo.lua"
     if lua is not None:
-        copas = harness.SERVERS_DIR / "copas_echo.lua"
         servers.append(
             Server(
                 "copas", "Copas 1.x on LuaSocket 3.1, Lua 5.4", lambda bulk: [lua, str(copas)], COPAS_FD_LIMIT
+            )
+        )
+    # Copas 4.x when its source is given (it is not packaged): COPAS4_PATH is a
+    # Lua path for copas.lua and timerwheel, e.g.
+    # "/src/copas/src/?.lua;/src/timerwheel.lua/src/?.lua" (see README).
+    copas4 = os.environ.get("COPAS4_PATH")
+    copas4_env = [] if copas4 is None else ["env", f"LUA_PATH={copas4};;"]
+    if lua is not None and copas4 is not None:
+        servers.append(
+            Server(
+                "copas4",
+                "Copas 4.x on LuaSocket 3.1, Lua 5.4",
+                lambda bulk: [*copas4_env, lua, str(copas)],
+                COPAS_FD_LIMIT,
             )
         )
     if LUA_ECHO.exists() and _lua_bridge_available():
@@ -108,6 +122,22 @@ def all_servers(c_echo: Path | None) -> dict[str, Server]:
                 lambda bulk: [PY, "-m", "aioluasock", "run", "--loop", "uvloop", str(LUA_ECHO)],
             )
         )
+        # The same Copas echo script, unmodified, under the bridge.
+        servers.append(
+            Server(
+                "copas-bridge-uvloop",
+                "copas_echo.lua (Copas 1.x) under the aioluasock bridge, uvloop",
+                lambda bulk: [PY, "-m", "aioluasock", "run", "--loop", "uvloop", str(copas)],
+            )
+        )
+        if copas4 is not None:
+            servers.append(
+                Server(
+                    "copas4-bridge-uvloop",
+                    "copas_echo.lua (Copas 4.x) under the aioluasock bridge, uvloop",
+                    lambda bulk: [*copas4_env, PY, "-m", "aioluasock", "run", "--loop", "uvloop", str(copas)],
+                )
+            )
     else:
         print(
             "note: the Lua bridge server is skipped "

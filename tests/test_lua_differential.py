@@ -36,6 +36,14 @@ DIFFERENCES: Final[dict[tuple[str, str], str]] = {
     ("*", "socket.select with more than _SETSIZE sockets"): (
         "the select shim has no FD_SETSIZE ceiling (DESIGN.md): no 'descriptor too large for set size'"
     ),
+    ("*", "argument errors of mime.core functions called without a name"): (
+        "mime.core is written in Lua: `pcall(mime.b64, {})` names the function 'b64' where the C "
+        "module, called with no name to go by, finds its global name 'mime.b64'"
+    ),
+    ("*", "io.popen"): (
+        "lupa's bundled Lua is built without popen ('popen' not supported); C modules cannot be "
+        "loaded either, as lupa's Lua is not the system's"
+    ),
     ("04_closed.lua", "send() after RST"): (
         "the engine hands the bytes to the transport, which accepts them after the peer's reset was "
         "read as end of stream; the failure shows on the next send (LuaSocket's send() system call "
