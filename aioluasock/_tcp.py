@@ -510,6 +510,12 @@ class _Socket:
                 # The transport owns the descriptor now (uvloop detaches our
                 # socket object when it closes): never close it twice.
                 proto.transport.close()
+            elif sock is not None:
+                # Still coming up: the transport closes the descriptor once it
+                # is (it finds the protocol closed). End the connection now,
+                # so that the peer sees it at once, as after LuaSocket's close().
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             if proto.error is None:
                 proto.error = CLOSED
             proto.wake_reader()
@@ -873,6 +879,12 @@ class _Socket:
         if deadline == _EXPIRED:
             if waited:
                 return TIMEOUT  # this call already waited its turn
+            attach = self._attaching
+            if attach is not None:
+                # The transport is still coming up (just connected or
+                # accepted): it starts reading once it is, and what the kernel
+                # holds (bytes, the peer's FIN) only comes in after that.
+                await attach.wait()
             await _let_io_in(loop)
         else:
             waiter: asyncio.Future[bool] = loop.create_future()

@@ -499,6 +499,25 @@ async def test_connect_to_unreachable_host_times_out() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_zero_timeout_receive_sees_a_close_right_after_accept() -> None:
+    # LuaSocket's close() ends the connection at once, and a timeout-0
+    # receive on the other end (one recv()) sees it. Here the accepted side's
+    # transport is still coming up when it is closed, and the client's
+    # receive must not answer "timeout" meanwhile.
+    server, port = await listening()
+    try:
+        for _ in range(20):
+            client = ok(await socket.connect(LOCAL, port))
+            peer = ok(await server.accept())
+            peer.close()
+            client.settimeout(0)
+            assert await client.receive() == (b"", "closed")
+            client.close()
+    finally:
+        server.close()
+
+
+@pytest.mark.asyncio
 async def test_accept_success_timeout_and_closed() -> None:
     server, port = await listening()
     server.settimeout(0.1)

@@ -622,6 +622,12 @@ class Bridge:
 
         try:
             host, aliases, ips = await loop.run_in_executor(None, lookup)
+        except socket.herror as exc:
+            # LuaSocket's socket_hoststrerror: HOST_NOT_FOUND has its own
+            # text, any other h_errno hstrerror's ("Unknown server error")
+            if exc.args[0] == 1 or len(exc.args) < 2:
+                return None, _HOST_NOT_FOUND
+            return None, str(exc.args[1]).encode()
         except (OSError, UnicodeError):
             return None, _HOST_NOT_FOUND
         return (

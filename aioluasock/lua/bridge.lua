@@ -396,8 +396,10 @@ function methods.receive(self, ...)
   local pattern, prefix = ...
   local kind, count = 0, 0
   if tonumber(pattern) ~= nil and (type(pattern) == "number" or type(pattern) == "string") then
-    count = trunc(tonumber(pattern))
-    if tonumber(pattern) < 0 then argerror(2, 2, "invalid receive pattern") end
+    local x = tonumber(pattern)
+    -- (`not (x >= 0)`: NaN fails LuaSocket's check too)
+    if not (x >= 0) then argerror(2, 2, "invalid receive pattern") end
+    count = trunc(x)
     kind = 2
   else
     local p = optstring(2, 2, pattern, n >= 1, "*l")
@@ -530,7 +532,11 @@ udp_methods.gettimeout = gettimeout("udp{any}")
 -- negative size is a huge one, which malloc refuses).
 local function datagram_size(n, size)
   local s = optnumber(3, 2, size, n >= 1, 8192)
-  if s < 0 then return nil end
+  -- LuaSocket casts the size to size_t: a negative one or NaN asks malloc
+  -- for more than it has
+  -- (and no machine has 2^48 bytes to give)
+  if not (s >= 0) or (s >= 2 ^ 48 and s ~= huge) then return nil end
+  if s == huge then return 0 end -- what the x86 conversion gives
   return trunc(s)
 end
 
@@ -743,6 +749,7 @@ function socket.select(...)
     argerror(2, 2, "table expected, got " .. typename(sendt, n >= 2))
   end
   local t = optnumber(2, 3, timeout, n >= 3, -1)
+  if t ~= t then t = 0 end -- NaN: LuaSocket's select waits no time
   -- The engine's objects go to Python as one argument list, receivers
   -- first (a table indexed from Python costs a crossing per element).
   local lists, pys, np = {}, {}, 0
