@@ -17,6 +17,7 @@ import _socket
 import asyncio
 import contextlib
 import errno
+import math
 import os
 import socket
 import ssl
@@ -41,6 +42,8 @@ _EXPIRED_CALL: Final = CallDeadline(0.0, None)
 # What makes connect wait (LuaSocket's socket_connect). EALREADY — connect
 # again while an attempt is in progress — fails at once with its text, and
 # dispatchers that poll a connect (Copas) rely on it.
+_INT_MAX: Final = 2**31 - 1
+
 _CONNECT_PENDING: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN})
 _SHUTDOWN_MODES: Final = ("receive", "send", "both")
 
@@ -667,7 +670,9 @@ class _Socket:
         if self._sock is None or self._closed:
             return _BAD_FD
         try:
-            self._sock.listen(backlog)
+            # The kernel caps a backlog at somaxconn: a huge one means "as
+            # many as allowed", not an OverflowError.
+            self._sock.listen(max(min(backlog, _INT_MAX), -1))
         except OSError as exc:
             return os_error_text(exc)
         self.__class__ = Server
@@ -1634,8 +1639,13 @@ class Client(_Socket):
             1.
         """
         for value in (received, sent, age):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"setstats expects numbers, not {type(value).__name__}")
+            # An int too large for a float is as unusable as inf: both are misuse.
+            if not (abs(value) < 2**1023 if isinstance(value, int) else math.isfinite(value)):
+                raise ValueError(f"setstats expects finite numbers, not {value!r}")
         if received is not None:
             self._buffer.consumed = int(received)
         if sent is not None:
