@@ -9,6 +9,7 @@ Use it as LuaSocket's `socket` table::
     line, err = await client.receive("*l")
 """
 
+from . import unix as unix
 from ._errors import BusyError as BusyError
 from ._errors import Error as Error
 from ._errors import newtry as newtry

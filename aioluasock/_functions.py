@@ -8,18 +8,8 @@ import time
 from ssl import SSLContext
 from typing import TypeVar, cast
 
-from ._tcp import (
-    Client,
-    Server,
-    _check_address,
-    _check_port,
-    _public_address,
-    _public_port,
-    _resolve,
-    tcp,
-    tcp4,
-    tcp6,
-)
+from ._addresses import check_address, check_port, public_address, public_port, resolve
+from ._tcp import Client, Server, tcp, tcp4, tcp6
 
 __all__ = ["bind", "connect", "gettime", "skip", "sleep"]
 
@@ -35,7 +25,7 @@ async def bind(address: str, port: int | str, backlog: int = 32) -> tuple[Server
     Returns:
         `(server, None)` or `(None, err)`.
     """
-    return await _listen_on(_public_address(address), _public_port(port), backlog, ("reuseaddr",))
+    return await _listen_on(public_address(address), public_port(port), backlog, ("reuseaddr",))
 
 
 async def _listen_on(
@@ -43,11 +33,11 @@ async def _listen_on(
 ) -> tuple[Server, None] | tuple[None, str]:
     """`bind`, with the boolean socket options `options` set before binding
     (`serve` adds "reuseport"); a failure to set one fails the address."""
-    host = _check_address(address)
-    _check_port(port)
+    host = check_address(address)
+    check_port(port)
     if isinstance(backlog, bool) or not isinstance(backlog, int):
         raise TypeError(f"backlog must be an int, not {type(backlog).__name__}")
-    resolved = await _resolve("0.0.0.0" if host == "*" else host, "0", socket.AF_UNSPEC, passive=False)
+    resolved = await resolve("0.0.0.0" if host == "*" else host, "0", socket.AF_UNSPEC, passive=False)
     if isinstance(resolved, str):
         return None, resolved
     err = "no info on address"
@@ -105,11 +95,11 @@ async def connect(
         err = None
         if locaddr is not None or locport is not None:
             err = await master._bind(
-                "*" if locaddr is None else _public_address(locaddr),
-                0 if locport is None else _public_port(locport),
+                "*" if locaddr is None else public_address(locaddr),
+                0 if locport is None else public_port(locport),
             )
         if err is None:
-            err = await master._connect(_public_address(address), _public_port(port))
+            err = await master._connect(public_address(address), public_port(port))
     except BaseException:
         master.close()
         raise

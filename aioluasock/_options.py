@@ -14,7 +14,17 @@ from typing import Final, Literal
 
 from ._errors import errno_text
 
-__all__ = ["GETOPT_FAILED", "OPTIONS", "SETOPT_FAILED", "UDP_OPTIONS", "Option", "get_option", "set_option"]
+__all__ = [
+    "GETOPT_FAILED",
+    "OPTIONS",
+    "SETOPT_FAILED",
+    "UDP_OPTIONS",
+    "UNIX_DGRAM_OPTIONS",
+    "UNIX_STREAM_OPTIONS",
+    "Option",
+    "get_option",
+    "set_option",
+]
 
 SETOPT_FAILED: Final = "setsockopt failed"
 GETOPT_FAILED: Final = "getsockopt failed"
@@ -103,6 +113,13 @@ UDP_OPTIONS: Final[dict[str, Option]] = {
     "send-buffer-size": Option(_SOL, socket.SO_SNDBUF, "int"),
 }
 """The options of UDP objects (the TCP table is `OPTIONS`)."""
+
+# LuaSocket 3.1's Unix tables (`unixstream.c`, `unixdgram.c`): setters only
+# in Lua; the Python API reads them too.
+UNIX_STREAM_OPTIONS: Final[dict[str, Option]] = {
+    name: OPTIONS[name] for name in ("keepalive", "reuseaddr", "linger")
+}
+UNIX_DGRAM_OPTIONS: Final[dict[str, Option]] = {"reuseaddr": OPTIONS["reuseaddr"]}
 
 _WRITE_ONLY: Final = frozenset({"membership", "membership6"})
 

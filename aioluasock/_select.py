@@ -18,10 +18,12 @@ from collections.abc import Callable, Iterable
 from typing import Final, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from ._errors import TIMEOUT
+from ._lifecycle import TcpSocket
 from ._protocol import SelectMarks, StreamProtocol, _wake
-from ._tcp import Client, _let_io_in, _Socket, _wait_until
+from ._tcp import Client
 from ._timeout import parse_timeout
 from ._udp import _Udp
+from ._waits import let_io_in, wait_until
 
 __all__ = ["Selectable", "select"]
 
@@ -51,7 +53,7 @@ def _unique(objects: Iterable[S] | None) -> list[S]:
     result: list[S] = []
     for obj in objects:
         if id(obj) not in seen:
-            if not isinstance(obj, (_Socket, _Udp)) and not callable(getattr(obj, "getfd", None)):
+            if not isinstance(obj, (TcpSocket, _Udp)) and not callable(getattr(obj, "getfd", None)):
                 raise TypeError(f"select: {type(obj).__name__} object has no getfd()")
             seen.add(id(obj))
             result.append(obj)
@@ -103,7 +105,7 @@ class _Scan(Generic[S]):
                     else:
                         self.fd_read.append((fd, obj))
                 continue
-            if isinstance(obj, _Socket):
+            if isinstance(obj, TcpSocket):
                 if obj._closed:
                     continue
                 proto = obj._proto
@@ -131,7 +133,7 @@ class _Scan(Generic[S]):
                 if obj._select_fd() >= 0:
                     self.writable.append(obj)
                 continue
-            if isinstance(obj, _Socket):
+            if isinstance(obj, TcpSocket):
                 if obj._closed:
                     continue
                 proto = obj._proto
@@ -141,7 +143,8 @@ class _Scan(Generic[S]):
                     # shutdown("send")), as the OS reports such a socket
                     # writable to LuaSocket's select; else a select-driven
                     # sender (copas) would wait forever on a dead connection.
-                    if not proto.writing_paused or obj._write_end(proto) is not None:
+                    # (Only a client has a protocol.)
+                    if not proto.writing_paused or cast(Client, obj)._write_end(proto) is not None:
                         self.writable.append(obj)
                     continue
                 fd = obj._select_fd()
@@ -249,7 +252,7 @@ class _Watch:
                         udp_proto.watchers.append(waiter)
                         self.undo.append((udp_proto,))
                     continue
-                if isinstance(obj, _Socket):
+                if isinstance(obj, TcpSocket):
                     if obj._closed:
                         continue
                     proto = obj._proto
@@ -275,7 +278,7 @@ class _Watch:
                 watchers = target.watchers  # type: ignore[attr-defined]
                 if waiter in watchers:
                     watchers.remove(waiter)
-            elif isinstance(target, _Socket):
+            elif isinstance(target, TcpSocket):
                 target._unwatch_fd(loop, waiter, bool(entry[1]))
             else:
                 _unwatch_foreign(loop, target, bool(entry[1]), waiter)  # type: ignore[arg-type]
@@ -489,7 +492,7 @@ async def _until_ready(
         # LuaSocket's select(..., 0) is one poll of the kernel: bytes already
         # there count. Here they reach the protocols once the loop polled, so
         # let it, then look again (as a timeout-0 receive does).
-        await _let_io_in(loop)
+        await let_io_in(loop)
         readable, writable = check()
         if readable or writable:
             return readable, writable, None
@@ -502,7 +505,7 @@ async def _until_ready(
         watch = _Watch(loop, waiter)
         try:
             watch.add(recv, send)
-            woken = await _wait_until(loop, waiter, deadline)
+            woken = await wait_until(loop, waiter, deadline)
         finally:
             watch.remove()
             if marks is not None and waiter in marks.waiters:

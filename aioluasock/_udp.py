@@ -27,22 +27,14 @@ import ctypes
 import errno
 import socket
 import warnings
-from typing import Any, Final, final
+from typing import Any, ClassVar, Final, final
 
+from ._addresses import public_address, public_port, remove_made_file, resolve
 from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
-from ._options import UDP_OPTIONS, OptionValue, get_option, lookup, set_option
-from ._tcp import (
-    _EXPIRED,
-    _NO_LIMIT,
-    Buffer,
-    _as_bytes,
-    _next_deadline,
-    _public_address,
-    _public_port,
-    _resolve,
-    _wait_until,
-)
+from ._options import UDP_OPTIONS, Option, OptionValue, get_option, lookup, set_option
+from ._send import Buffer, as_bytes
 from ._timeout import CallDeadline, TimeoutState
+from ._waits import EXPIRED, NO_LIMIT, next_deadline, wait_until
 
 __all__ = [
     "DATAGRAMSIZE",
@@ -68,7 +60,7 @@ kernel drops datagrams when a socket's receive buffer is full."""
 _MAX_READ: Final = 65536
 """Largest read that can be needed: no UDP payload is larger."""
 _BAD_FD: Final = errno_text(errno.EBADF)
-_FAMILY_NAMES: Final[dict[int, str]] = {socket.AF_INET6: "inet6"}
+_FAMILY_NAMES: Final[dict[int, str]] = {socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}
 
 Address = tuple[str, int]
 
@@ -83,7 +75,8 @@ class DatagramQueue(asyncio.DatagramProtocol):
     """Queues datagrams and signals; nothing more.
 
     Attributes:
-        queue: `(datagram, (ip, port))` in arrival order, not yet received.
+        queue: `(datagram, sender)` in arrival order, not yet received (the
+            sender as the loop gives it: `(ip, port)`, or a Unix path).
         queued_bytes: the bytes in `queue`.
         dropped: datagrams dropped because the queue was full.
         pending_error: an error the kernel reported (an ICMP "port
@@ -110,7 +103,7 @@ class DatagramQueue(asyncio.DatagramProtocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.queue: collections.deque[tuple[bytes, Address]] = collections.deque()
+        self.queue: collections.deque[tuple[bytes, Any]] = collections.deque()
         self.queued_bytes = 0
         self.dropped = 0
         self.pending_error: str | None = None
@@ -131,7 +124,7 @@ class DatagramQueue(asyncio.DatagramProtocol):
         if len(self.queue) >= QUEUE_MAX_DATAGRAMS or self.queued_bytes + size > QUEUE_MAX_BYTES:
             self.dropped += 1
             return
-        self.queue.append((data, (str(addr[0]), int(addr[1]))))
+        self.queue.append((data, addr))
         self.queued_bytes += size
         self.wake_reader()
         self.notify()
@@ -147,7 +140,7 @@ class DatagramQueue(asyncio.DatagramProtocol):
         self.wake_reader()
         self.notify()
 
-    def take(self) -> tuple[bytes, Address] | None:
+    def take(self) -> tuple[bytes, Any] | None:
         """The oldest queued datagram, removed from the queue."""
         if not self.queue:
             return None
@@ -195,12 +188,12 @@ def _disconnect(sock: socket.socket) -> None:
 
 def _peer(address: object, port: object) -> tuple[str, str | None]:
     """The Python API's `setpeername` arguments, checked."""
-    host = _public_address(address)
+    host = public_address(address)
     if host == "*":
         return host, None
     if port is None:
         raise TypeError("setpeername needs a port (or the address '*')")
-    return host, str(_public_port(port))
+    return host, str(public_port(port))
 
 
 def _check_size(size: object) -> int:
@@ -241,6 +234,7 @@ class _Udp:
         "_attaching",
         "_closed",
         "_family",
+        "_made_file",
         "_proto",
         "_recv_busy",
         "_sock",
@@ -248,6 +242,10 @@ class _Udp:
     )
 
     _kind: str = "udp{any}"
+    _options: ClassVar[dict[str, Option]] = UDP_OPTIONS
+    # The kinds `setpeername` makes (set below, and by Unix datagram objects).
+    _unconnected_kind: ClassVar[type[_Udp]]
+    _connected_kind: ClassVar[type[_Udp]]
 
     def __init__(self, sock: socket.socket | None, family: int) -> None:
         self._sock = sock
@@ -257,6 +255,7 @@ class _Udp:
         self._attaching: asyncio.Task[None] | None = None
         self._closed = False
         self._recv_busy = False
+        self._made_file: tuple[bytes, int] | None = None
 
     # -- common methods -------------------------------------------------------
 
@@ -308,7 +307,7 @@ class _Udp:
             ValueError: unknown option, or an invalid address in the value.
             TypeError: a value of the wrong type.
         """
-        option = lookup(name, setting=True, table=UDP_OPTIONS)
+        option = lookup(name, setting=True, table=self._options)
         failure = set_option(self._sock if not self._closed else None, option, value)
         return (None, failure) if failure else (1, None)
 
@@ -322,7 +321,7 @@ class _Udp:
         Raises:
             ValueError: unknown option (the memberships cannot be read).
         """
-        option = lookup(name, setting=False, table=UDP_OPTIONS)
+        option = lookup(name, setting=False, table=self._options)
         return get_option(self._sock if not self._closed else None, option)
 
     def getsockname(self) -> tuple[str, int] | tuple[None, str]:
@@ -408,6 +407,9 @@ class _Udp:
             return
         self._closed = True
         self._drop_socket()
+        if self._made_file is not None:
+            remove_made_file(self._made_file)
+            self._made_file = None
 
     def _drop_socket(self) -> None:
         proto, sock = self._proto, self._sock
@@ -443,7 +445,7 @@ class _Udp:
     def _start_call(self, loop: asyncio.AbstractEventLoop) -> CallDeadline:
         timeout = self._timeout
         if timeout.block is None and timeout.total is None:
-            return _NO_LIMIT
+            return NO_LIMIT
         return timeout.start(loop.time())
 
     def _attach(self) -> DatagramQueue | None:
@@ -461,16 +463,26 @@ class _Udp:
         sock = self._sock
         if proto is not None or sock is None or self._closed:
             return proto
-        try:
-            bound = sock.getsockname()[1] != 0
-        except OSError:
-            bound = False
-        if not bound:
+        if not self._bound(sock):
             return None
         loop = asyncio.get_running_loop()
         proto = self._proto = DatagramQueue(loop)
         self._attaching = loop.create_task(self._bring_up(loop, proto, sock))
         return proto
+
+    @staticmethod
+    def _bound(sock: socket.socket) -> bool:
+        """The socket has a local address (a port: an IP socket binds to one
+        on its first `sendto`)."""
+        try:
+            return bool(sock.getsockname()[1] != 0)
+        except OSError:
+            return False
+
+    @staticmethod
+    def _sender(addr: Any) -> Any:
+        """A sender's address as receivefrom reports it: `(ip, port)`."""
+        return (str(addr[0]), int(addr[1]))
 
     async def _bring_up(
         self, loop: asyncio.AbstractEventLoop, proto: DatagramQueue, sock: socket.socket
@@ -500,7 +512,7 @@ class _Udp:
         if task is not None:
             await asyncio.shield(task)
 
-    def _take(self, size: int) -> tuple[bytes, Address] | str | None:
+    def _take(self, size: int) -> tuple[bytes, Any] | str | None:
         """One try at a datagram: the pending error, else the oldest queued
         datagram, else one read straight from the socket (a datagram the
         transport has not read yet is seen at once); `None` when nothing is there."""
@@ -516,7 +528,7 @@ class _Udp:
             entry = proto.take()
             if entry is not None:
                 data, addr = entry
-                return (data if len(data) <= size else data[:size]), addr
+                return (data if len(data) <= size else data[:size]), self._sender(addr)
             if proto.error is not None:
                 return proto.error
         try:
@@ -525,10 +537,10 @@ class _Udp:
             return None
         except OSError as exc:
             return os_error_text(exc)
-        return data, (addr[0], addr[1])
+        return data, self._sender(addr)
 
-    async def _receive(self, size: int) -> tuple[bytes, Address] | str:
-        """Receive one datagram: `(data, (ip, port))` or the error text."""
+    async def _receive(self, size: int) -> tuple[bytes, Any] | str:
+        """Receive one datagram: `(data, sender)` or the error text."""
         if self._recv_busy:
             raise BusyError("another task is already receiving on this object")
         loop = asyncio.get_running_loop()
@@ -541,8 +553,8 @@ class _Udp:
                 if got is not None:
                     return got
                 proto = self._attach()
-                deadline = _next_deadline(loop, call)
-                if deadline == _EXPIRED:
+                deadline = next_deadline(loop, call)
+                if deadline == EXPIRED:
                     if waited:
                         return TIMEOUT
                     # Timeout 0: tried once; yield to the loop once (a
@@ -557,7 +569,7 @@ class _Udp:
                 # (No protocol: an unbound socket, where nothing can arrive;
                 # the wait ends at the deadline.)
                 try:
-                    woken = await _wait_until(loop, waiter, deadline)
+                    woken = await wait_until(loop, waiter, deadline)
                 finally:
                     if proto is not None and proto.read_waiter is waiter:
                         proto.read_waiter = None
@@ -570,7 +582,7 @@ class _Udp:
         finally:
             self._recv_busy = False
 
-    async def _send(self, data: bytes, sockaddr: tuple[object, ...] | None) -> int | str:
+    async def _send(self, data: bytes, sockaddr: tuple[object, ...] | bytes | None) -> int | str:
         """Send one datagram: the count sent, or the error text."""
         sock = self._sock
         if sock is None or self._closed:
@@ -606,13 +618,13 @@ class _Udp:
                 return len(data)
             if call is None:
                 call = self._start_call(loop)
-                deadline = _next_deadline(loop, call)
-            if deadline == _EXPIRED or (deadline is not None and loop.time() >= deadline):
+                deadline = next_deadline(loop, call)
+            if deadline == EXPIRED or (deadline is not None and loop.time() >= deadline):
                 if waited:
                     return TIMEOUT
                 # Timeout 0: yield to the loop once and try again.
                 await asyncio.sleep(0)
-                deadline = _EXPIRED
+                deadline = EXPIRED
             else:
                 await asyncio.sleep(0.001)
             waited = True
@@ -625,10 +637,10 @@ class _Udp:
             sock = self._sock
             if sock is not None and not self._closed:
                 _disconnect(sock)
-            self.__class__ = UdpUnconnected
+            self.__class__ = self._unconnected_kind
             return None
         assert service is not None
-        resolved = await _resolve(host, service, self._family, passive=False, socktype=socket.SOCK_DGRAM)
+        resolved = await resolve(host, service, self._family, passive=False, socktype=socket.SOCK_DGRAM)
         if isinstance(resolved, str):
             return resolved
         err: str | None = None
@@ -646,13 +658,13 @@ class _Udp:
                 break
         if err is not None:
             return err
-        self.__class__ = UdpConnected
+        self.__class__ = self._connected_kind
         self._attach()
         await self._settle()
         return None
 
     async def _setsockname(self, host: str, service: str) -> str | None:
-        resolved = await _resolve(
+        resolved = await resolve(
             None if host == "*" else host, service, self._family, passive=True, socktype=socket.SOCK_DGRAM
         )
         if isinstance(resolved, str):
@@ -751,8 +763,8 @@ class UdpUnconnected(_Udp):
             TypeError: `data` is a `str` or not bytes-like; `ip` is not a
                 `str`; `port` not an int or str. ValueError: port out of range.
         """
-        payload = _as_bytes(data, "data")
-        got = await self._sendto(payload, _public_address(ip), str(_public_port(port)))
+        payload = as_bytes(data, "data")
+        got = await self._sendto(payload, public_address(ip), str(public_port(port)))
         return (None, got) if isinstance(got, str) else (got, None)
 
     async def setsockname(self, address: str, port: int | str) -> tuple[int, None] | tuple[None, str]:
@@ -766,7 +778,7 @@ class UdpUnconnected(_Udp):
             `(1, None)` or `(None, err)`: "address already in use", "Invalid
             argument" (already bound), resolver texts.
         """
-        err = await self._setsockname(_public_address(address), str(_public_port(port)))
+        err = await self._setsockname(public_address(address), str(public_port(port)))
         return (None, err) if err is not None else (1, None)
 
     async def setpeername(
@@ -805,7 +817,7 @@ class UdpConnected(_Udp):
         Raises:
             TypeError: `data` is a `str` or not bytes-like.
         """
-        got = await self._send(_as_bytes(data, "data"), None)
+        got = await self._send(as_bytes(data, "data"), None)
         return (None, got) if isinstance(got, str) else (got, None)
 
     async def setpeername(
@@ -826,6 +838,10 @@ class UdpConnected(_Udp):
     def getpeername(self) -> tuple[str, int] | tuple[None, str]:
         """Return the peer's `(ip, port)`, or `(None, err)`."""
         return self._address(peer=True)
+
+
+_Udp._unconnected_kind = UdpUnconnected
+_Udp._connected_kind = UdpConnected
 
 
 def _make(family: int) -> tuple[UdpUnconnected, None] | tuple[None, str]:

@@ -97,6 +97,17 @@ def test_no_public_name_outside_all_besides_submodules() -> None:
 PUBLIC_SUBMODULES = {
     "lua": None,  # the bridge: its own test file checks it
     "interop": ("ByteStream", "open_streams"),
+    "unix": (
+        "UnixClient",
+        "UnixDgramConnected",
+        "UnixDgramUnconnected",
+        "UnixMaster",
+        "UnixServer",
+        "bind",
+        "connect",
+        "dgram",
+        "stream",
+    ),
 }
 
 
@@ -117,7 +128,7 @@ def test_public_submodules_export_exactly_their_names() -> None:
         assert isinstance(module.__all__, list | tuple)
         assert set(module.__all__) == set(expected), name
         for attribute in expected:
-            assert getattr(aioluasock.interop, attribute) is getattr(module, attribute)
+            assert getattr(module, attribute) is not None, (name, attribute)
 
 
 def test_star_import_gives_exactly_all() -> None:

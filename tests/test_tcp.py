@@ -22,8 +22,8 @@ from conftest import HAS_IPV6, needs_ipv6
 
 import aioluasock as socket
 from aioluasock import BusyError, Client, Master, Server
+from aioluasock._attach import Attach
 from aioluasock._protocol import DEFER_MAX, READ_HIGH_WATER, WRITE_HIGH_WATER, StreamProtocol
-from aioluasock._tcp import _Attach
 
 T = TypeVar("T")
 
@@ -1195,21 +1195,21 @@ async def test_timer_firing_in_the_iteration_the_bytes_arrive_still_returns_them
     # of the same loop iteration come after it (simulated here: the expiry
     # feeds the protocol right after expiring the waiter). They must be
     # returned as data, not handed out as the partial of a "timeout".
-    import aioluasock._tcp as tcp  # the module whose timer callback is patched
+    import aioluasock._waits as waits  # the module whose timer callback is patched
 
     async with connected() as (client, _peer):
         client.settimeout(0.05)
         proto = client._proto
         assert proto is not None
-        expire = tcp._expire
+        expire = waits.expire
 
         def expire_then_bytes(waiter: asyncio.Future[bool]) -> None:
             expire(waiter)
             proto.data_received(b"line one\nline two\n")
 
-        monkeypatch.setattr(tcp, "_expire", expire_then_bytes)
+        monkeypatch.setattr(waits, "expire", expire_then_bytes)
         assert await client.receive("*l") == (b"line one", None)
-        monkeypatch.setattr(tcp, "_expire", expire)
+        monkeypatch.setattr(waits, "expire", expire)
         assert await client.receive("*l") == (b"line two", None)
         assert await client.receive("*l") == (b"", "timeout")
 
@@ -1383,11 +1383,11 @@ class FakeTransport:
 
 def attaching(
     make: Callable[[StreamProtocol], Coroutine[Any, Any, object]],
-) -> tuple[Client, StreamProtocol, _Attach]:
+) -> tuple[Client, StreamProtocol, Attach]:
     """A client whose "transport" is being made by `make(proto)`."""
     client = Client(None, std_socket.AF_INET)
     proto = client._proto = StreamProtocol(client._buffer, asyncio.get_running_loop())
-    attach = client._attaching = _Attach(client, proto, make(proto))
+    attach = client._attaching = Attach(client, proto, make(proto))
     return client, proto, attach
 
 

@@ -17,19 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import socket
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Final, final
 
+from .._addresses import resolve
 from .._buffer import ALL, NUMBER
 from .._errors import CLOSED, BusyError, errno_text, os_error_text
-from .._options import OPTIONS, UDP_OPTIONS, lookup, set_option
+from .._lifecycle import TcpSocket
+from .._options import OPTIONS, UDP_OPTIONS, UNIX_DGRAM_OPTIONS, UNIX_STREAM_OPTIONS, lookup, set_option
 from .._select import select as engine_select
-from .._tcp import Client, Master, Server, _resolve, _Socket
+from .._tcp import Client, Master, Server
 from .._timeout import CallDeadline
 from .._udp import UdpUnconnected, _Udp, udp4, udp6
+from .._unix import UnixStream
+from .._unix import stream as unix_stream
+from .._unix_dgram import UnixDgram
+from .._unix_dgram import dgram as unix_dgram
 
 __all__ = ["Bridge", "ScriptExit"]
 
@@ -121,20 +128,22 @@ class Bridge:
         self._spawn = spawn
         self._tasks = tasks
         self._running = running
-        self.sockets: weakref.WeakSet[_Socket | _Udp] = weakref.WeakSet()
+        self.sockets: weakref.WeakSet[TcpSocket | _Udp] = weakref.WeakSet()
         # Descriptors given with setfd: not ours to close (SEMANTICS 3.5:
         # setfd never closes anything; the owner of the descriptor does).
-        self._borrowed: weakref.WeakKeyDictionary[_Socket | _Udp, socket.socket] = weakref.WeakKeyDictionary()
+        self._borrowed: weakref.WeakKeyDictionary[TcpSocket | _Udp, socket.socket] = (
+            weakref.WeakKeyDictionary()
+        )
         # Sockets replaced by setfd: LuaSocket leaks them; we close them when
         # the script ends.
         self._orphans: list[socket.socket] = []
         # Objects whose blocking connect failed while they had no family yet:
         # LuaSocket keeps AF_UNSPEC for them (getsockname says "unspec").
-        self._unspec: weakref.WeakSet[_Socket] = weakref.WeakSet()
+        self._unspec: weakref.WeakSet[TcpSocket] = weakref.WeakSet()
 
     # -- bookkeeping ---------------------------------------------------------
 
-    def _register(self, obj: _Socket) -> _Socket:
+    def _register(self, obj: TcpSocket) -> TcpSocket:
         # In LuaSocket 3.1 the read buffer survives close (SEMANTICS 1.4).
         obj._keep_buffer = True
         self.sockets.add(obj)
@@ -201,6 +210,15 @@ class Bridge:
             "udp_sendto",
             "udp_setsockname",
             "udp_setpeername",
+            "unix_stream",
+            "unix_dgram",
+            "unix_stream_optkind",
+            "unix_dgram_optkind",
+            "unix_bind",
+            "unix_connect",
+            "unix_getsockname",
+            "unix_sendto",
+            "unix_receive",
         ]
         return {name.encode(): getattr(self, name) for name in names}
 
@@ -210,7 +228,7 @@ class Bridge:
     def token() -> _Token:
         return _Token()
 
-    def tcp(self, family: int) -> _Socket | tuple[None, bytes]:
+    def tcp(self, family: int) -> TcpSocket | tuple[None, bytes]:
         af = _FAMILIES[family]
         if af == socket.AF_UNSPEC:
             return self._register(Master(None, af))
@@ -227,7 +245,7 @@ class Bridge:
             return None, os_error_text(exc).encode()
         return self._register(Master(sock, af))
 
-    def close(self, obj: _Socket | _Udp) -> None:
+    def close(self, obj: TcpSocket | _Udp) -> None:
         borrowed = self._borrowed.pop(obj, None)
         if borrowed is not None and obj._sock is borrowed and obj._proto is None:
             borrowed.detach()
@@ -237,10 +255,10 @@ class Bridge:
         obj._close()
 
     @staticmethod
-    def getfd(obj: _Socket | _Udp) -> int:
+    def getfd(obj: TcpSocket | _Udp) -> int:
         return obj.getfd()
 
-    def setfd(self, obj: _Socket | _Udp, fd: int) -> None:
+    def setfd(self, obj: TcpSocket | _Udp, fd: int) -> None:
         # LuaSocket stores the number and touches nothing else: the old
         # descriptor is neither closed nor reused (we close it at the end).
         old = obj._sock
@@ -262,31 +280,31 @@ class Bridge:
             self._borrowed[obj] = new
 
     @staticmethod
-    def dirty(obj: _Socket) -> bool:
+    def dirty(obj: TcpSocket) -> bool:
         return obj.dirty()
 
     @staticmethod
-    def getfamily(obj: _Socket | _Udp) -> bytes:
+    def getfamily(obj: TcpSocket | _Udp) -> bytes:
         return obj.getfamily().encode()
 
-    def getsockname(self, obj: _Socket | _Udp) -> tuple[bytes, bytes, bytes] | tuple[None, bytes]:
+    def getsockname(self, obj: TcpSocket | _Udp) -> tuple[bytes, bytes, bytes] | tuple[None, bytes]:
         ip, port = obj._address(peer=False)
         if ip is None:
             return None, str(port).encode()
         # LuaSocket 3.1 returns this port as a string (SEMANTICS 3.5.1).
         return ip.encode(), str(port).encode(), self._family_name(obj)
 
-    def getpeername(self, obj: _Socket | _Udp) -> tuple[bytes, int, bytes] | tuple[None, bytes]:
+    def getpeername(self, obj: TcpSocket | _Udp) -> tuple[bytes, int, bytes] | tuple[None, bytes]:
         ip, port = obj._address(peer=True)
         if ip is None:
             return None, str(port).encode()
         return ip.encode(), int(port), self._family_name(obj)
 
-    def _family_name(self, obj: _Socket | _Udp) -> bytes:
+    def _family_name(self, obj: TcpSocket | _Udp) -> bytes:
         return b"unspec" if obj in self._unspec else _SOCKNAME_FAMILY.get(obj._family, b"unknown")
 
     @staticmethod
-    def settimeout(obj: _Socket | _Udp, value: float, mode: bytes) -> None:
+    def settimeout(obj: TcpSocket | _Udp, value: float, mode: bytes) -> None:
         # LuaSocket stores any number; NaN never compares, so it never limits.
         limit = None if value < 0 or math.isnan(value) else value
         obj._timeout.set(limit, mode.decode())
@@ -299,17 +317,17 @@ class Bridge:
         return option.kind.encode()
 
     @staticmethod
-    def setoption(obj: _Socket, name: bytes, value: bool | int) -> float | tuple[None, bytes]:
+    def setoption(obj: TcpSocket, name: bytes, value: bool | int) -> float | tuple[None, bytes]:
         _, failure = obj.setoption(_text(name), value)
         return 1.0 if failure is None else (None, failure.encode())
 
     @staticmethod
-    def setlinger(obj: _Socket, on: bool, timeout: int) -> float | tuple[None, bytes]:
+    def setlinger(obj: TcpSocket, on: bool, timeout: int) -> float | tuple[None, bytes]:
         _, failure = obj.setoption("linger", {"on": on, "timeout": timeout})
         return 1.0 if failure is None else (None, failure.encode())
 
     @staticmethod
-    def getoption(obj: _Socket, name: bytes) -> object:
+    def getoption(obj: TcpSocket, name: bytes) -> object:
         value, failure = obj.getoption(_text(name))
         if failure is not None:
             return None, failure.encode()
@@ -320,7 +338,7 @@ class Bridge:
         return value, None
 
     @staticmethod
-    def listen(obj: _Socket, backlog: int) -> bytes | None:
+    def listen(obj: TcpSocket, backlog: int) -> bytes | None:
         return _err(obj._listen(backlog))
 
     @staticmethod
@@ -343,7 +361,7 @@ class Bridge:
     def gethostname() -> bytes:
         return socket.gethostname().encode()
 
-    def foreign(self, fd: int, dirty: bool) -> _Foreign | _Socket | _Udp:
+    def foreign(self, fd: int, dirty: bool) -> _Foreign | TcpSocket | _Udp:
         # A wrapper (an LTN12 source or sink, say) around one of our own
         # sockets: watch the socket itself (its descriptor belongs to a
         # transport, which the loop will not let anybody else watch).
@@ -446,16 +464,74 @@ class Bridge:
         err = await obj._setpeername(host, None if host == "*" else _ctext(port))
         return () if err is None else (err.encode(),)
 
+    # -- Unix domain sockets (socket.unix) ------------------------------------
+
+    def unix_stream(self) -> TcpSocket | tuple[None, bytes]:
+        made, err = unix_stream()
+        if made is None:
+            return None, str(err).encode()
+        return self._register(made)
+
+    def unix_dgram(self) -> _Udp | tuple[None, bytes]:
+        made, err = unix_dgram()
+        if made is None:
+            return None, str(err).encode()
+        self.sockets.add(made)
+        return made
+
+    @staticmethod
+    def unix_stream_optkind(name: bytes, setting: bool) -> bytes | None:
+        option = UNIX_STREAM_OPTIONS.get(_text(name))
+        return option.kind.encode() if option is not None and setting else None
+
+    @staticmethod
+    def unix_dgram_optkind(name: bytes, setting: bool) -> bytes | None:
+        option = UNIX_DGRAM_OPTIONS.get(_text(name))
+        return option.kind.encode() if option is not None and setting else None
+
+    @staticmethod
+    async def unix_bind(obj: UnixStream | UnixDgram, path: bytes) -> Values:
+        err = await obj._bind_path(path)
+        return () if err is None else (err.encode(),)
+
+    @staticmethod
+    async def unix_connect(obj: UnixStream | UnixDgram, path: bytes) -> Values:
+        err = await obj._connect_path(path)
+        return () if err is None else (err.encode(),)
+
+    @staticmethod
+    def unix_getsockname(obj: UnixStream | UnixDgram) -> Values:
+        path, err = obj._path(peer=False)
+        if path is None:
+            return None, str(err).encode()
+        # LuaSocket pushes sun_path as a C string: an abstract name is "".
+        return (os.fsencode(path).partition(b"\0")[0],)
+
+    @staticmethod
+    async def unix_sendto(obj: UnixDgram, data: bytes, path: bytes) -> Values:
+        got = await obj._sendto_path(data, path)
+        return (got + 0.0,) if isinstance(got, int) else (None, _udp_error(got))
+
+    @staticmethod
+    async def unix_receive(obj: UnixDgram, size: int, sender: bool) -> Values:
+        got = await obj._receive(size)
+        if isinstance(got, str):
+            if got == CLOSED and not sender:
+                return (b"",)  # as UDP's (udp_receive)
+            return None, got.encode()
+        data, path = got
+        return (data, os.fsencode(path).partition(b"\0")[0]) if sender else (data,)
+
     # -- calls that wait (the driver awaits them) ----------------------------
 
-    async def bind(self, obj: _Socket, address: bytes, port: bytes) -> Values:
+    async def bind(self, obj: TcpSocket, address: bytes, port: bytes) -> Values:
         try:
             err = await obj._bind(_text(address), _text(port))
         except UnicodeError:
             return (_NONAME,)
         return () if err is None else (err.encode(),)
 
-    async def connect(self, obj: _Socket, address: bytes, port: bytes) -> Values:
+    async def connect(self, obj: TcpSocket, address: bytes, port: bytes) -> Values:
         sock = obj._sock
         if (
             obj._proto is not None
@@ -466,7 +542,7 @@ class Bridge:
             # Already connected and under a transport: the engine's `_connect`
             # would attach a second transport to the descriptor (uvloop then
             # fails with "File exists"). Ask the kernel, as LuaSocket does.
-            resolved = await _resolve(_text(address), _text(port), obj._family, passive=False)
+            resolved = await resolve(_text(address), _text(port), obj._family, passive=False)
             if isinstance(resolved, str):
                 return (resolved.encode(),)
             code = sock.connect_ex(resolved[0][1])

@@ -39,6 +39,7 @@ python = nil
 package.loaded.python = nil
 package.preload["socket.core"] = function() return api.socket end
 package.preload["socket"] = function() return api.socket end
+package.preload["socket.unix"] = function() return api.unix end
 package.preload["aioluasock"] = function() return api.ext end
 package.preload["mime.core"] = function() return mime_core() end
 coroutine = api.coroutine

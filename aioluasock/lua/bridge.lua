@@ -233,26 +233,34 @@ local function gc_obj(ud)
   end
 end
 
-function methods.close(self)
-  local o = checkobj(2, self, "tcp{any}")
+local function close_method(any)
+  return function(self)
+  local o = checkobj(2, self, any)
   B.close(o)
   return 1.0
+  end
 end
 
-function methods.getfd(self)
-  local o = checkobj(2, self, "tcp{any}")
+local function getfd_method(any)
+  return function(self)
+  local o = checkobj(2, self, any)
   return B.getfd(o) + 0.0
+  end
 end
 
-function methods.setfd(self, ...)
-  local o = checkobj(2, self, "tcp{any}")
+local function setfd_method(any)
+  return function(self, ...)
+  local o = checkobj(2, self, any)
   local fd = checknumber(2, 2, (...), select("#", ...) > 0)
   B.setfd(o, trunc(fd))
+  end
 end
 
-function methods.dirty(self)
-  local o = checkobj(2, self, "tcp{any}")
+local function dirty_method(any)
+  return function(self)
+  local o = checkobj(2, self, any)
   return B.dirty(o)
+  end
 end
 
 function methods.getfamily(self)
@@ -310,11 +318,12 @@ local function option_name(level, name, present, setting, optkind)
   return s, kind
 end
 
-function methods.setoption(self, ...)
-  local o = checkobj(2, self, "tcp{any}")
+local function setoption_method(any, optkind)
+  return function(self, ...)
+  local o = checkobj(2, self, any)
   local n = select("#", ...)
   local name, value = ...
-  local s, kind = option_name(2, name, n >= 1, true)
+  local s, kind = option_name(2, name, n >= 1, true, optkind)
   if kind == "bool" then
     if type(value) ~= "boolean" then
       argerror(2, 3, "boolean expected, got " .. typename(value, n >= 2))
@@ -332,7 +341,10 @@ function methods.setoption(self, ...)
     argerror(2, 3, "number 'timeout' field expected")
   end
   return B.setlinger(o, on, trunc(tonumber(timeout)))
+  end
 end
+
+methods.setoption = setoption_method("tcp{any}")
 
 function methods.getoption(self, ...)
   local o = checkobj(2, self, "tcp{any}")
@@ -358,14 +370,16 @@ function methods.bind(self, ...)
   return 1.0
 end
 
-function methods.listen(self, ...)
-  local o = checkobj(2, self, "tcp{master}")
+local function listen_method(master, server)
+  return function(self, ...)
+  local o = checkobj(2, self, master)
   local n = select("#", ...)
   local backlog = trunc(optnumber(2, 2, (...), n >= 1, 32))
   local err = B.listen(o, backlog)
   if err then return nil, err end
-  setclass(self, "tcp{server}")
+  setclass(self, server)
   return 1.0
+  end
 end
 
 function methods.connect(self, ...)
@@ -381,17 +395,20 @@ function methods.connect(self, ...)
   return 1.0
 end
 
-function methods.accept(self)
-  local o = checkobj(2, self, "tcp{server}")
+local function accept_method(server, client_class)
+  return function(self)
+  local o = checkobj(2, self, server)
   local client, err = request(B.accept, o)
   if client == nil then return nil, err end
-  return wrapobj(client, "tcp{client}")
+  return wrapobj(client, client_class)
+  end
 end
 
 local receive_now, send_now = B.receive_now, B.send_now
 
-function methods.receive(self, ...)
-  local o = checkobj(2, self, "tcp{client}")
+local function receive_method(client)
+  return function(self, ...)
+  local o = checkobj(2, self, client)
   local n = select("#", ...)
   local pattern, prefix = ...
   local kind, count = 0, 0
@@ -417,10 +434,12 @@ function methods.receive(self, ...)
   local data, err, partial = request(B.receive, o, kind, count, prefix)
   if err then return nil, err, partial end
   return data, nil, nil
+  end
 end
 
-function methods.send(self, ...)
-  local o = checkobj(2, self, "tcp{client}")
+local function send_method(client)
+  return function(self, ...)
+  local o = checkobj(2, self, client)
   local n = select("#", ...)
   local data, i, j = ...
   data = checkstring(2, 2, data, n >= 1)
@@ -442,26 +461,32 @@ function methods.send(self, ...)
   local last = sent + i - 1 + 0.0
   if err then return nil, err, last end
   return last, nil, nil
+  end
 end
 
 local shutdown_modes = { receive = true, send = true, both = true }
 
-function methods.shutdown(self, ...)
-  local o = checkobj(2, self, "tcp{client}")
+local function shutdown_method(client)
+  return function(self, ...)
+  local o = checkobj(2, self, client)
   local mode = optstring(2, 2, (...), select("#", ...) >= 1, "both")
   if not shutdown_modes[mode] then argerror(2, 2, sformat("invalid option '%s'", mode)) end
   B.shutdown(o, mode)
   return 1.0
+  end
 end
 
-function methods.getstats(self)
-  local o = checkobj(2, self, "tcp{client}")
+local function getstats_method(client)
+  return function(self)
+  local o = checkobj(2, self, client)
   local received, sent, age = B.getstats(o)
   return received + 0.0, sent + 0.0, age
+  end
 end
 
-function methods.setstats(self, ...)
-  local o = checkobj(2, self, "tcp{client}")
+local function setstats_method(client)
+  return function(self, ...)
+  local o = checkobj(2, self, client)
   local n = select("#", ...)
   local r, s, a = ...
   r = optnumber(2, 2, r, n >= 1, nil)
@@ -469,8 +494,20 @@ function methods.setstats(self, ...)
   if type(a) ~= "number" then a = nil end
   B.setstats(o, r and trunc(r), s and trunc(s), a)
   return 1.0
+  end
 end
 
+methods.close = close_method("tcp{any}")
+methods.getfd = getfd_method("tcp{any}")
+methods.setfd = setfd_method("tcp{any}")
+methods.dirty = dirty_method("tcp{any}")
+methods.listen = listen_method("tcp{master}", "tcp{server}")
+methods.accept = accept_method("tcp{server}", "tcp{client}")
+methods.receive = receive_method("tcp{client}")
+methods.send = send_method("tcp{client}")
+methods.shutdown = shutdown_method("tcp{client}")
+methods.getstats = getstats_method("tcp{client}")
+methods.setstats = setstats_method("tcp{client}")
 methods.setpeername = methods.connect
 methods.setsockname = methods.bind
 
@@ -657,6 +694,153 @@ for _, class in ipairs({ "udp{unconnected}", "udp{connected}" }) do
     ["select{able}"] = true,
   }
 end
+
+-------------------------------------------------------------------------------
+-- Unix domain sockets (unixstream.c, unixdgram.c): `require "socket.unix"`.
+-- The stream classes share the TCP methods' code, with their own classes;
+-- addresses are paths (C strings: a NUL ends them, but for the length).
+-------------------------------------------------------------------------------
+
+local stream_methods = {
+  accept = accept_method("unixstream{server}", "unixstream{client}"),
+  close = close_method("unixstream{any}"),
+  dirty = dirty_method("unixstream{any}"),
+  getfd = getfd_method("unixstream{any}"),
+  getstats = getstats_method("unixstream{client}"),
+  listen = listen_method("unixstream{master}", "unixstream{server}"),
+  receive = receive_method("unixstream{client}"),
+  send = send_method("unixstream{client}"),
+  setfd = setfd_method("unixstream{any}"),
+  setoption = setoption_method("unixstream{any}", B.unix_stream_optkind),
+  setstats = setstats_method("unixstream{client}"),
+  settimeout = settimeout("unixstream{any}"),
+  shutdown = shutdown_method("unixstream{client}"),
+}
+
+function stream_methods.bind(self, ...)
+  local o = checkobj(2, self, "unixstream{master}")
+  local err = request(B.unix_bind, o, checkstring(2, 2, (...), select("#", ...) >= 1))
+  if err then return nil, err end
+  return 1.0
+end
+
+function stream_methods.connect(self, ...)
+  local o = checkobj(2, self, "unixstream{master}")
+  local err = request(B.unix_connect, o, checkstring(2, 2, (...), select("#", ...) >= 1))
+  if err then return nil, err end
+  setclass(self, "unixstream{client}")
+  return 1.0
+end
+
+function stream_methods.getsockname(self)
+  return B.unix_getsockname(checkobj(2, self, "unixstream{any}"))
+end
+
+stream_methods.setpeername = stream_methods.connect
+stream_methods.setsockname = stream_methods.bind
+
+local dgram_methods = {
+  close = close_method("unixdgram{any}"),
+  getfd = getfd_method("unixdgram{any}"),
+  setfd = setfd_method("unixdgram{any}"),
+  setoption = setoption_method("unixdgram{any}", B.unix_dgram_optkind),
+  settimeout = settimeout("unixdgram{any}"),
+  gettimeout = gettimeout("unixdgram{any}"),
+}
+
+function dgram_methods.getsockname(self)
+  return B.unix_getsockname(checkobj(2, self, "unixdgram{any}"))
+end
+
+function dgram_methods.dirty(self)
+  checkobj(2, self, "unixdgram{any}")
+  return false
+end
+
+function dgram_methods.bind(self, ...)
+  local o = checkobj(2, self, "unixdgram{unconnected}")
+  local err = request(B.unix_bind, o, checkstring(2, 2, (...), select("#", ...) >= 1))
+  if err then return nil, err end
+  return 1.0
+end
+
+function dgram_methods.connect(self, ...)
+  local o = checkobj(2, self, "unixdgram{any}")
+  local err = request(B.unix_connect, o, checkstring(2, 2, (...), select("#", ...) >= 1))
+  if err then return nil, err end
+  setclass(self, "unixdgram{connected}")
+  return 1.0
+end
+
+function dgram_methods.send(self, ...)
+  local o = checkobj(2, self, "unixdgram{connected}")
+  local data = checkstring(2, 2, (...), select("#", ...) >= 1)
+  return request(B.udp_send, o, data)
+end
+
+function dgram_methods.sendto(self, ...)
+  local o = checkobj(2, self, "unixdgram{unconnected}")
+  local n = select("#", ...)
+  local data, path = ...
+  data = checkstring(2, 2, data, n >= 1)
+  path = checkstring(2, 3, path, n >= 2)
+  return request(B.unix_sendto, o, data, path)
+end
+
+function dgram_methods.receive(self, ...)
+  local o = checkobj(2, self, "unixdgram{any}")
+  local size = datagram_size(select("#", ...), (...))
+  if size == nil then return nil, "out of memory" end
+  return request(B.unix_receive, o, size, false)
+end
+
+function dgram_methods.receivefrom(self, ...)
+  local o = checkobj(2, self, "unixdgram{unconnected}")
+  local size = datagram_size(select("#", ...), (...))
+  if size == nil then return nil, "out of memory" end
+  return request(B.unix_receive, o, size, true)
+end
+
+dgram_methods.setpeername = dgram_methods.connect
+dgram_methods.setsockname = dgram_methods.bind
+
+for group, list in pairs({
+  ["unixstream{any}"] = { stream_methods, "unixstream{master}", "unixstream{client}", "unixstream{server}" },
+  ["unixdgram{any}"] = { dgram_methods, "unixdgram{unconnected}", "unixdgram{connected}" },
+}) do
+  for i = 2, #list do
+    local class = list[i]
+    local index = { class = class }
+    for k, f in pairs(list[1]) do index[k] = f end
+    classes[class] = {
+      __index = index,
+      __name = class,
+      __tostring = tostring_obj,
+      __gc = gc_obj,
+      [group] = true,
+      ["select{able}"] = group == "unixdgram{any}" or nil,
+    }
+  end
+end
+
+local unix = {}
+
+function unix.stream()
+  local o, err = B.unix_stream()
+  if o == nil then return nil, err end
+  return wrapobj(o, "unixstream{master}")
+end
+
+function unix.dgram()
+  local o, err = B.unix_dgram()
+  if o == nil then return nil, err end
+  return wrapobj(o, "unixdgram{unconnected}")
+end
+
+unix.tcp, unix.udp = unix.stream, unix.dgram
+-- The old `socket.unix()` form makes a stream object.
+unix.__call = function(_, ...) return unix.stream(...) end
+setmetatable(unix, unix)
 
 -------------------------------------------------------------------------------
 -- The socket namespace (socket.core + socket.lua)
@@ -1130,6 +1314,7 @@ return {
   new_root = new_root,
   drop = drop,
   socket = socket,
+  unix = unix,
   ext = ext,
   coroutine = coroutine_lib,
   exit = exit,
