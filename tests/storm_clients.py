@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import random
 import socket
@@ -33,10 +34,8 @@ LINGER_0 = struct.pack("ii", 1, 0)
 
 def reset(sock: socket.socket) -> None:
     """Close with SO_LINGER 0: the peer gets a RST, not a FIN."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
-    except OSError:
-        pass
     sock.close()
 
 
@@ -83,7 +82,9 @@ class Storm:
             self.note(kind, type(exc).__name__)
             reset(sock)
 
-    async def behave(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, number: int, kind: str) -> None:
+    async def behave(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, number: int, kind: str
+    ) -> None:
         line = b"client %d\n" % number
         if kind == "reset":
             reset(sock)
@@ -134,11 +135,13 @@ class Storm:
     async def run(self) -> None:
         kinds = self.random.choices(KINDS, WEIGHTS, k=self.clients)
         tasks = [asyncio.create_task(self.one(number, kind)) for number, kind in enumerate(kinds)]
-        while not self.go.is_set() and not all(task.done() for task in tasks):
-            await asyncio.sleep(0.01)
+        everyone = asyncio.gather(*tasks)
+        go = asyncio.ensure_future(self.go.wait())
+        await asyncio.wait([go, everyone], return_when=asyncio.FIRST_COMPLETED)
         print("GO", flush=True)  # also when fewer connected: the test must not wait forever
         self.go.set()
-        await asyncio.gather(*tasks)
+        await everyone
+        await go
         print("DONE " + json.dumps(dict(sorted(self.outcomes.items()))), flush=True)
 
 

@@ -318,3 +318,32 @@ async def test_graceful_close_under_a_storm_of_rude_clients() -> None:
 async def test_graceful_close_under_a_storm_of_10000_rude_clients() -> None:
     outcomes = await _shutdown_storm(10_000)
     assert outcomes.get("held: reset during shutdown", 0) > 100, outcomes
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_close_still_ends_every_handler() -> None:
+    # A timeout around `close` (or a cancelled caller) must not leave the
+    # handlers running with their connections open after `closed` is True:
+    # nothing would ever close them, since a later `close` returns at once.
+    ended = asyncio.Event()
+
+    async def handler(client: Client) -> None:
+        try:
+            await client.receive()  # a line that never comes
+        finally:
+            ended.set()
+
+    service = await started(handler)
+    async with clients(port_of(service), 1) as (client,):
+        for _ in range(100):
+            if service.clients:
+                break
+            await asyncio.sleep(0.005)
+        assert service.clients == 1
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await service.close(grace=30)
+        assert service.closed
+        await asyncio.wait_for(service.close(), 5)  # waits for the handler, now
+        assert ended.is_set() and service.clients == 0
+        assert await client.receive() == (b"", "closed")
