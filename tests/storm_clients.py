@@ -25,6 +25,7 @@ import random
 import socket
 import struct
 import sys
+from typing import Any
 
 HOST = "127.0.0.1"
 KINDS = ("reset", "line-reset", "mid-send-reset", "flood-reset", "half-line-close", "echo-close", "held")
@@ -135,8 +136,8 @@ class Storm:
     async def run(self) -> None:
         kinds = self.random.choices(KINDS, WEIGHTS, k=self.clients)
         tasks = [asyncio.create_task(self.one(number, kind)) for number, kind in enumerate(kinds)]
-        everyone = asyncio.gather(*tasks)
-        go = asyncio.ensure_future(self.go.wait())
+        everyone: asyncio.Future[Any] = asyncio.gather(*tasks)
+        go: asyncio.Future[Any] = asyncio.ensure_future(self.go.wait())
         await asyncio.wait([go, everyone], return_when=asyncio.FIRST_COMPLETED)
         print("GO", flush=True)  # also when fewer connected: the test must not wait forever
         self.go.set()
