@@ -40,7 +40,7 @@ from typing import Any, Final, TypeVar
 
 from ._errors import os_error_text
 from ._serve import Handler, logger, serve
-from ._tcp import Client
+from ._tcp import Client, _public_address, _public_port
 
 __all__ = ["run_workers"]
 
@@ -429,9 +429,10 @@ def run_workers(
         traceback is on stderr).
 
     Raises:
-        TypeError: `handler` is not callable or cannot be pickled by name.
+        TypeError: `handler` is not callable or cannot be pickled by name;
+            `host`, `port` or `backlog` of the wrong type.
         ValueError: `workers` below 1, an unknown `loop`, a negative `grace`,
-            `max_clients` below 1.
+            `max_clients` below 1, a port out of range.
         RuntimeError: not called from the main thread.
     """
     if not callable(handler):
@@ -444,6 +445,10 @@ def run_workers(
         raise ValueError(f"grace must be 0 or more seconds, not {grace!r}")
     if max_clients is not None and (isinstance(max_clients, bool) or max_clients < 1):
         raise ValueError(f"max_clients must be at least 1 (or None), not {max_clients!r}")
+    host = _public_address(host)
+    port = _public_port(port)
+    if isinstance(backlog, bool) or not isinstance(backlog, int):
+        raise TypeError(f"backlog must be an int, not {type(backlog).__name__}")
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("run_workers handles SIGINT and SIGTERM: call it from the main thread")
     try:

@@ -269,6 +269,10 @@ def test_misuse_and_bind_failure() -> None:
     for bad in ({"workers": 0}, {"workers": 1, "loop": "trio"}, {"workers": 1, "grace": -1.0}):
         with pytest.raises(ValueError):
             aioluasock.run_workers(_module_level_echo, LOCAL, 0, **bad)
+    with pytest.raises(ValueError, match="port out of range"):
+        aioluasock.run_workers(_module_level_echo, LOCAL, 70000, workers=1)
+    with pytest.raises(TypeError, match="backlog"):
+        aioluasock.run_workers(_module_level_echo, LOCAL, 0, workers=1, backlog=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_clients"):
         aioluasock.run_workers(_module_level_echo, LOCAL, 0, workers=1, max_clients=0)
     with socket.socket() as taken:  # a listener without SO_REUSEPORT owns the port
