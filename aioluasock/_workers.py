@@ -39,7 +39,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Final, TypeVar
 
 from ._errors import os_error_text
-from ._serve import Handler, logger, serve
+from ._serve import _CANCEL_WAIT, Handler, logger, serve
 from ._tcp import Client, _public_address, _public_port
 
 __all__ = ["run_workers"]
@@ -286,7 +286,9 @@ class _Supervisor:
                 for slot in self.slots:
                     if slot.restart_at is not None and now >= slot.restart_at:
                         self._start(slot)
-            elif not self.killed and now > self.stopping_since + self.spec.grace + 1.0 + _KILL_MARGIN:
+            elif (
+                not self.killed and now > self.stopping_since + self.spec.grace + _CANCEL_WAIT + _KILL_MARGIN
+            ):
                 logger.warning(
                     "workers still running %.0f s after SIGTERM: killing them", now - self.stopping_since
                 )
@@ -397,8 +399,8 @@ def run_workers(
     connections it held, and those waiting in its accept queue, are lost,
     as with any process that dies. On SIGINT or SIGTERM every worker stops
     accepting, gives its handlers `grace` seconds, closes the rest (their
-    calls return "closed") and exits; a second signal kills the workers at
-    once. Progress is logged to the ``aioluasock.serve`` logger at INFO
+    calls return "closed") and exits; a second signal (a second or more
+    after the first) kills the workers at once. Progress is logged to the ``aioluasock.serve`` logger at INFO
     level (workers serving, stopped, died).
 
     The workers are started with multiprocessing's "spawn" method: `handler`
@@ -433,7 +435,9 @@ def run_workers(
             `host`, `port` or `backlog` of the wrong type.
         ValueError: `workers` below 1, an unknown `loop`, a negative `grace`,
             `max_clients` below 1, a port out of range.
-        RuntimeError: not called from the main thread.
+        RuntimeError: not called from the main thread, or a system without
+            SO_REUSEPORT (Windows). (On Linux the kernel spreads connections
+            over the workers; other systems may give them all to one.)
     """
     if not callable(handler):
         raise TypeError(f"handler must be an async function taking a Client, not {type(handler).__name__}")
@@ -449,6 +453,8 @@ def run_workers(
     port = _public_port(port)
     if isinstance(backlog, bool) or not isinstance(backlog, int):
         raise TypeError(f"backlog must be an int, not {type(backlog).__name__}")
+    if not hasattr(socket, "SO_REUSEPORT") or not hasattr(signal, "pthread_sigmask"):
+        raise RuntimeError("run_workers needs SO_REUSEPORT and POSIX signals (Linux, BSD, macOS)")
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("run_workers handles SIGINT and SIGTERM: call it from the main thread")
     try:
