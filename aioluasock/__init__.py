@@ -34,6 +34,7 @@ from ._udp import UdpUnconnected as UdpUnconnected
 from ._udp import udp as udp
 from ._udp import udp4 as udp4
 from ._udp import udp6 as udp6
+from ._workers import run_workers as run_workers
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,7 @@ __all__ = (
     "gettime",
     "newtry",
     "protect",
+    "run_workers",
     "select",
     "serve",
     "skip",

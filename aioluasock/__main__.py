@@ -4,7 +4,8 @@
 clients on loopback, all through the public API (the same calls a LuaSocket
 program makes: `bind`, `accept`, `connect`, `receive("*l")`, `send`), shows
 progress while they run and prints a summary. ``--serve HOST:PORT`` runs just
-the server. ``python -m aioluasock run SCRIPT.lua [ARGS...]`` runs a LuaSocket
+the server (``--workers N``: in N processes sharing the port, `run_workers`).
+``python -m aioluasock run SCRIPT.lua [ARGS...]`` runs a LuaSocket
 Lua script on the asyncio loop (see `aioluasock.lua`).
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import logging
 import resource
 import signal
 import sys
@@ -217,6 +220,44 @@ async def serve_forever(
     return 0
 
 
+async def _serve_lines(client: socket.Client) -> None:
+    """The echo handler of ``--serve --workers``: importable by name, as
+    worker processes need it (each counts its clients itself)."""
+    await _handle(client, _Stats())
+
+
+def serve_workers(host: str, port: int, workers: int, loop_name: str, grace: float = 5.0) -> int:
+    """Run the echo server in `workers` processes (`run_workers`) until SIGINT
+    or SIGTERM, logging the workers' comings and goings to stdout."""
+    _raise_descriptor_limit(65536)  # the workers inherit it
+    log = logging.getLogger("aioluasock.serve")
+    output = logging.StreamHandler(sys.stdout)
+    output.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(output)
+    log.setLevel(logging.INFO)
+
+    def ready(ip: str, bound: int) -> None:
+        print(
+            f"aioluasock {socket.__version__} on {loop_name}: echo server on {ip}:{bound}, {workers} workers",
+            flush=True,
+        )
+
+    # The workers import the handler by name; under ``python -m aioluasock``
+    # this module is ``__main__``, which multiprocessing does not import in
+    # the workers for a package's ``__main__``: name it by its package path.
+    handler = importlib.import_module("aioluasock.__main__")._serve_lines
+    try:
+        _, err = socket.run_workers(
+            handler, host, port, workers=workers, loop=loop_name, grace=grace, backlog=1024, ready=ready
+        )
+    finally:
+        log.removeHandler(output)
+    if err is not None:
+        print(f"serve {host}:{port} failed: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
@@ -254,6 +295,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--serve", type=_address, metavar="HOST:PORT", help="run only the echo server, until Ctrl-C"
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="--serve: N worker processes sharing the port, restarted when they die (default: one process)",
     )
     parser.add_argument(
         "--grace",
@@ -296,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if options.serve is not None:
             host, port = options.serve
+            if options.workers is not None:
+                return serve_workers(host, port, options.workers, loop_name, grace=options.grace)
             return run_on(loop_name, serve_forever(host, port, loop_name, grace=options.grace))
         return run_on(loop_name, demo(options.clients, options.duration, loop_name))
     except KeyboardInterrupt:

@@ -84,6 +84,7 @@ class Service:
         loop = asyncio.get_running_loop()
         self._done: asyncio.Future[None] = loop.create_future()
         self._accepting = loop.create_task(self._accept_loop(), name=f"aioluasock.serve {server!r}")
+        self._accepting.add_done_callback(self._maybe_done)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._tasks)} clients"
@@ -111,6 +112,10 @@ class Service:
     async def close(self, grace: float | None = 10.0) -> None:
         """Shut down gracefully; a second call waits for the first.
 
+        Cancelling this call (a timeout around it, say) ends the shutdown
+        at once instead: every connection is closed and every handler
+        cancelled; a later call waits until they have finished.
+
         Args:
             grace: seconds the running handlers get to finish on their own
                 once accepting stopped (`None`: no limit; 0: none). After it,
@@ -137,9 +142,15 @@ class Service:
                 task.cancel()
             if self._tasks:
                 await asyncio.wait(set(self._tasks))
+        except BaseException:
+            # This call was cancelled (a timeout around it, say): a later
+            # `close` only waits, so nothing would end the handlers and
+            # their connections. End them now, without waiting; `_done`
+            # follows once the last one has finished.
+            self._abort()
+            raise
         finally:
-            if not self._done.done():
-                self._done.set_result(None)
+            self._maybe_done()
 
     async def __aenter__(self) -> Service:
         return self
@@ -148,6 +159,20 @@ class Service:
         await self.close()
 
     # -- internals -------------------------------------------------------------
+
+    def _abort(self) -> None:
+        """Close the listener and every connection and cancel every task, now."""
+        self.server.close()
+        self._accepting.cancel()
+        for task, client in list(self._tasks.items()):
+            client.close()
+            task.cancel()
+
+    def _maybe_done(self, _: object = None) -> None:
+        """Mark the service done once it is closed, the accept loop has ended
+        and no handler runs any more."""
+        if self._closed and not self._tasks and self._accepting.done() and not self._done.done():
+            self._done.set_result(None)
 
     def _wake_accept_loop(self) -> None:
         room, self._room = self._room, None
@@ -195,6 +220,7 @@ class Service:
         if not task.cancelled():
             task.exception()  # retrieved: `_run` logged it already (a BaseException other than cancel)
         self._wake_accept_loop()
+        self._maybe_done()
 
 
 async def serve(

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +216,23 @@ class LoadResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and of its children (a supervisor and its
+    worker processes)."""
+    total = cpu_seconds(pid)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
 def run_load(
     loadgen: Sequence[str],
     mode: str,
@@ -224,8 +241,10 @@ def run_load(
     options: dict[str, int | float],
     *,
     timeout: float,
+    cpu: Callable[[int], float] = cpu_seconds,
 ) -> LoadResult:
-    """Run one load generator scenario against `server`."""
+    """Run one load generator scenario against `server` (`cpu(pid)` reads
+    the server's CPU seconds: `tree_cpu_seconds` for a server with workers)."""
     argv = [*loadgen, mode, HOST, str(server.port), *(f"{key}={value}" for key, value in options.items())]
     process = subprocess.Popen(
         argv,
@@ -251,9 +270,9 @@ def run_load(
             if not line:
                 break
             if line.startswith("START"):
-                cpu_start, start_time = cpu_seconds(server.pid), time.monotonic()
+                cpu_start, start_time = cpu(server.pid), time.monotonic()
             elif line.startswith("END"):
-                cpu_end, end_time = cpu_seconds(server.pid), time.monotonic()
+                cpu_end, end_time = cpu(server.pid), time.monotonic()
             elif line.startswith("{"):
                 result = json.loads(line)
         else:

@@ -28,6 +28,8 @@ EXPECTED = {
     # the accept loop, with a cap and a graceful shutdown
     "serve",
     "Service",
+    # serve() in worker processes sharing the port, under a supervisor
+    "run_workers",
     "gettime",
     "sleep",
     # LuaSocket's helpers
@@ -60,6 +62,7 @@ PLAIN_FUNCTIONS = {
     "try_",
     "newtry",
     "protect",
+    "run_workers",
 }
 CLASSES = {"Master", "Server", "Client", "Service", "UdpUnconnected", "UdpConnected"}
 EXCEPTIONS = {"Error", "BusyError"}

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import json
 import logging
+import os
+import resource
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -222,3 +228,122 @@ async def test_under_anyio() -> None:
                     await client.send(b"anyio\n")
                     assert await client.receive() == (b"anyio", None)
             await service.close()
+
+
+# -- graceful shutdown under a storm of rude clients --------------------------------
+
+STORM = Path(__file__).with_name("storm_clients.py")
+
+
+def _open_fds() -> dict[str, str]:
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    return found
+
+
+def _raise_nofile(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.fail(f"{needed} descriptors are needed; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+async def _shutdown_storm(clients: int) -> dict[str, int]:
+    """Serve line echo to `clients` storm clients (tests/storm_clients.py, in
+    a subprocess: resets right after connecting, mid-send, after flooding,
+    half lines, clients that stay); close the service gracefully while the
+    last fifth are still connecting and those that stay echo or reset.
+    Returns the clients' outcomes, after checking that no handler, task or
+    descriptor of the service is left."""
+    _raise_nofile(clients + 1000)  # the storm process inherits it
+    gc.collect()
+    fds_before = _open_fds()
+    tasks_before = asyncio.all_tasks()
+    accepted = 0
+
+    async def handler(client: Client) -> None:
+        nonlocal accepted
+        accepted += 1
+        await echo(client)
+
+    service = await started(handler, backlog=1024)
+    storm = await asyncio.create_subprocess_exec(
+        sys.executable, str(STORM), str(port_of(service)), str(clients), "7", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert storm.stdout is not None
+        assert await asyncio.wait_for(storm.stdout.readline(), 60) == b"GO\n"
+        assert service.clients > 0  # handlers are running when the shutdown starts
+        await asyncio.wait_for(service.close(grace=1.0), 30)
+        assert service.clients == 0
+        assert service.server.getfd() == -1
+        report = await asyncio.wait_for(storm.stdout.read(), 60)
+        assert await asyncio.wait_for(storm.wait(), 10) == 0
+    finally:
+        if storm.returncode is None:
+            storm.kill()
+            await storm.wait()
+    assert report.startswith(b"DONE "), report
+    outcomes: dict[str, int] = json.loads(report[5:])
+    assert accepted > clients // 2, (accepted, outcomes)
+    assert not any("bad echo" in outcome for outcome in outcomes), outcomes
+    assert sum(count for outcome, count in outcomes.items() if outcome.startswith("held: server ended")) > 0
+    # Nothing of the service is left: no task, and (once the loop has run
+    # the transports' close callbacks) no descriptor.
+    assert asyncio.all_tasks() - tasks_before == {asyncio.current_task()} - tasks_before
+    for _ in range(500):
+        gc.collect()
+        if all(fd in fds_before or path == "/dev/null" for fd, path in _open_fds().items()):
+            break
+        await asyncio.sleep(0.01)
+    # (uvloop keeps the /dev/null it opens for its first subprocess's stdin
+    # for the loop's lifetime.)
+    left = {fd: path for fd, path in _open_fds().items() if fd not in fds_before and path != "/dev/null"}
+    assert not left, left
+    return outcomes
+
+
+@pytest.mark.asyncio
+async def test_graceful_close_under_a_storm_of_rude_clients() -> None:
+    outcomes = await _shutdown_storm(300)
+    assert outcomes.get("held: reset during shutdown", 0) > 0, outcomes
+
+
+@pytest.mark.crowd
+@pytest.mark.timeout(120)
+@pytest.mark.asyncio
+async def test_graceful_close_under_a_storm_of_10000_rude_clients() -> None:
+    outcomes = await _shutdown_storm(10_000)
+    assert outcomes.get("held: reset during shutdown", 0) > 100, outcomes
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_close_still_ends_every_handler() -> None:
+    # A timeout around `close` (or a cancelled caller) must not leave the
+    # handlers running with their connections open after `closed` is True:
+    # nothing would ever close them, since a later `close` returns at once.
+    ended = asyncio.Event()
+
+    async def handler(client: Client) -> None:
+        try:
+            await client.receive()  # a line that never comes
+        finally:
+            ended.set()
+
+    service = await started(handler)
+    async with clients(port_of(service), 1) as (client,):
+        for _ in range(100):
+            if service.clients:
+                break
+            await asyncio.sleep(0.005)
+        assert service.clients == 1
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await service.close(grace=30)
+        assert service.closed
+        await asyncio.wait_for(service.close(), 5)  # waits for the handler, now
+        assert ended.is_set() and service.clients == 0
+        assert await client.receive() == (b"", "closed")

@@ -10,7 +10,9 @@ KIND is one of:
 - ``line-protocol``: a hand-written `asyncio.Protocol` that splits lines itself and
   writes all the replies of one read at once;
 - ``raw-protocol``: an `asyncio.Protocol` that writes back whatever it reads;
-- ``streams``: `asyncio.start_server` with ``readline``/``write``/``drain``.
+- ``streams``: `asyncio.start_server` with ``readline``/``write``/``drain``;
+- ``aioluasock-workers``: ``aioluasock``'s line echo as a `serve()` handler in
+  ``--workers N`` processes sharing the port (`aioluasock.run_workers`).
 
 LOOP is ``asyncio`` or ``uvloop``; PORT 0 picks an ephemeral port. The server
 prints ``READY <port>`` on stdout once it listens on 127.0.0.1 and runs until
@@ -106,6 +108,36 @@ async def aioluasock_server(port: int, bulk: bool, nodelay: bool = False, split:
         task.add_done_callback(handlers.discard)
 
 
+async def worker_echo_lines(client: Any) -> None:
+    """The line echo of ``aioluasock-workers``: a module-level function, as
+    worker processes import it by name."""
+    while True:
+        line, err = await client.receive("*l")
+        if err is not None:
+            return
+        if (await client.send(line + b"\n"))[1] is not None:
+            return
+
+
+def workers_server(loop: str, port: int, workers: int) -> int:
+    """`run_workers` until SIGTERM (the supervisor stops the workers gracefully)."""
+    import aioluasock as socket
+
+    _, err = socket.run_workers(
+        worker_echo_lines,
+        HOST,
+        port,
+        workers=workers,
+        loop=loop,
+        grace=1.0,
+        backlog=BACKLOG,
+        ready=lambda _ip, bound: ready(bound),
+    )
+    if err is not None:
+        raise SystemExit(f"run_workers: {err}")
+    return 0
+
+
 # -- hand-written protocols --------------------------------------------------------
 
 
@@ -183,14 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("kind", choices=("aioluasock", "line-protocol", "raw-protocol", "streams"))
+    parser.add_argument(
+        "kind", choices=("aioluasock", "line-protocol", "raw-protocol", "streams", "aioluasock-workers")
+    )
     parser.add_argument("loop", choices=("asyncio", "uvloop"))
     parser.add_argument("port", type=int)
     parser.add_argument("--bulk", action="store_true", help="aioluasock: receive(65536) instead of lines")
     parser.add_argument("--nodelay", action="store_true", help="aioluasock: tcp-nodelay on every client")
     parser.add_argument("--split", action="store_true", help='aioluasock: reply with send(line, b"\\n")')
+    parser.add_argument("--workers", type=int, default=2, help="aioluasock-workers: how many processes")
     options = parser.parse_args(argv)
     raise_nofile()
+    if options.kind == "aioluasock-workers":
+        return workers_server(options.loop, options.port, options.workers)
     main_coro: Coroutine[Any, Any, None]
     if options.kind == "aioluasock":
         main_coro = aioluasock_server(options.port, options.bulk, options.nodelay, options.split)
