@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final, TypeVar
 
+from ._addresses import public_address, public_port
 from ._errors import os_error_text
 from ._serve import _CANCEL_WAIT, Handler, logger, serve
-from ._tcp import Client, _public_address, _public_port
+from ._tcp import Client
 
 __all__ = ["run_workers"]
 
@@ -449,8 +450,8 @@ def run_workers(
         raise ValueError(f"grace must be 0 or more seconds, not {grace!r}")
     if max_clients is not None and (isinstance(max_clients, bool) or max_clients < 1):
         raise ValueError(f"max_clients must be at least 1 (or None), not {max_clients!r}")
-    host = _public_address(host)
-    port = _public_port(port)
+    host = public_address(host)
+    port = public_port(port)
     if isinstance(backlog, bool) or not isinstance(backlog, int):
         raise TypeError(f"backlog must be an int, not {type(backlog).__name__}")
     if not hasattr(socket, "SO_REUSEPORT") or not hasattr(signal, "pthread_sigmask"):
