@@ -1514,8 +1514,16 @@ class Client(_Socket):
             self._recv_busy = self._send_busy = False
 
     async def _starttls(
-        self, context: ssl.SSLContext, server_side: bool, server_hostname: str | None
+        self,
+        context: ssl.SSLContext,
+        server_side: bool,
+        server_hostname: str | None,
+        *,
+        limited: bool = True,
     ) -> tuple[int, None] | tuple[None, str]:
+        # `limited=False`: the handshake ignores the object's timeout (the Lua
+        # bridge's LuaSec runs it in the background and bounds each
+        # `dohandshake` call instead).
         if (self._proto is None or self._attaching is not None) and not self._closed:
             await self._ensure_stream()
         proto = self._proto
@@ -1527,7 +1535,7 @@ class Client(_Socket):
         if transport.get_extra_info("ssl_object") is not None:
             raise RuntimeError("the connection already uses TLS")
         loop = proto.loop
-        deadline = _next_deadline(loop, self._start_call(loop))
+        deadline = _next_deadline(loop, self._start_call(loop)) if limited else None
         if deadline == _EXPIRED:
             await asyncio.sleep(0)  # a handshake cannot finish without waiting
             return None, TIMEOUT

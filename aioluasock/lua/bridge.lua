@@ -390,8 +390,12 @@ end
 
 local receive_now, send_now = B.receive_now, B.send_now
 
-function methods.receive(self, ...)
-  local o = checkobj(2, self, "tcp{client}")
+-- receive and send for a class (`group`): LuaSocket's, and LuaSec's (whose
+-- timeouts say "wantread"/"wantwrite", and which says "closed" while
+-- `usable(self)` is false: before the handshake).
+local function make_receive(group, timeout_err, usable)
+  return function(self, ...)
+  local o = checkobj(2, self, group)
   local n = select("#", ...)
   local pattern, prefix = ...
   local kind, count = 0, 0
@@ -409,18 +413,26 @@ function methods.receive(self, ...)
     else argerror(2, 2, "invalid receive pattern") end
   end
   prefix = optstring(2, 3, prefix, n >= 2, "")
+  if usable and not usable(self) then return nil, "closed", prefix end
   if prefix == "" and (kind == 0 or (kind == 2 and count ~= 0)) then
     -- Already buffered: one call into Python, no yield to the driver.
     local data = receive_now(o, kind, count)
     if data ~= nil then return data, nil, nil end
   end
   local data, err, partial = request(B.receive, o, kind, count, prefix)
-  if err then return nil, err, partial end
+  if err then
+    if err == "timeout" then err = timeout_err end
+    return nil, err, partial
+  end
   return data, nil, nil
+  end
 end
 
-function methods.send(self, ...)
-  local o = checkobj(2, self, "tcp{client}")
+methods.receive = make_receive("tcp{client}", "timeout")
+
+local function make_send(group, timeout_err, usable)
+  return function(self, ...)
+  local o = checkobj(2, self, group)
   local n = select("#", ...)
   local data, i, j = ...
   data = checkstring(2, 2, data, n >= 1)
@@ -433,6 +445,7 @@ function methods.send(self, ...)
   if j > len then j = len end
   local sent, err = 0, nil
   if i <= j then
+    if usable and not usable(self) then return nil, "closed", i - 1 + 0.0 end
     local chunk = i == 1 and j == len and data or ssub(data, i, j)
     sent, err = send_now(o, chunk)
     if sent == nil then
@@ -440,9 +453,15 @@ function methods.send(self, ...)
     end
   end
   local last = sent + i - 1 + 0.0
-  if err then return nil, err, last end
+  if err then
+    if err == "timeout" then err = timeout_err end
+    return nil, err, last
+  end
   return last, nil, nil
+  end
 end
+
+methods.send = make_send("tcp{client}", "timeout")
 
 local shutdown_modes = { receive = true, send = true, both = true }
 
@@ -1122,7 +1141,35 @@ local function finish()
   for id in pairs(threads) do threads[id] = nil end
 end
 
+-- What the LuaSec `ssl` module (ssl.lua) builds on.
+local internal = {
+  B = B, impl = impl, tmo = tmo, request = request, argerror = argerror, typename = typename,
+  checkstring = checkstring, optstring = optstring, checknumber = checknumber, checkobj = checkobj,
+  methods = methods, make_receive = make_receive, make_send = make_send, settimeout = settimeout,
+  gettimeout = gettimeout, gc_obj = gc_obj, socket = socket,
+  -- Forget a userdata that holds no socket (a context, a certificate).
+  release = function(ud)
+    if finished then return end
+    impl[ud] = nil
+    if pymt then
+      dsetmetatable(ud, pymt)
+      local gc = rawget(pymt, "__gc")
+      if gc then gc(ud) end
+    end
+  end,
+  getmetatable = dgetmetatable,
+  new_userdata = function(o, mt)
+    local ud = B.token()
+    pymt = pymt or dgetmetatable(ud)
+    impl[ud] = o
+    tmo[ud] = { -1.0, -1.0 }
+    dsetmetatable(ud, mt)
+    return ud
+  end,
+}
+
 return {
+  internal = internal,
   finish = finish,
   REQ = REQ,
   RAISE = RAISE,
