@@ -1686,6 +1686,10 @@ def _tls_error_text(exc: BaseException, *, limited: bool) -> str:
         limited and isinstance(exc, ConnectionAbortedError) and exc.errno is None
     ):
         return TIMEOUT
+    if isinstance(exc, ConnectionError) and exc.errno is None and not exc.strerror and not str(exc):
+        # The loops' "connection lost" during the handshake: the peer went
+        # away (uvloop and asyncio raise it bare).
+        return CLOSED
     if isinstance(exc, OSError):
         return os_error_text(exc)
     return CLOSED

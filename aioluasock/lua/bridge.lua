@@ -392,8 +392,9 @@ local receive_now, send_now = B.receive_now, B.send_now
 
 -- receive and send for a class (`group`): LuaSocket's, and LuaSec's (whose
 -- timeouts say "wantread"/"wantwrite", and which says "closed" while
--- `usable(self)` is false: before the handshake).
-local function make_receive(group, timeout_err, usable)
+-- `usable(self)` is false: before the handshake; and whose "*a" always
+-- ends in "closed", `all_closes`).
+local function make_receive(group, timeout_err, usable, all_closes)
   return function(self, ...)
   local o = checkobj(2, self, group)
   local n = select("#", ...)
@@ -424,6 +425,8 @@ local function make_receive(group, timeout_err, usable)
     if err == "timeout" then err = timeout_err end
     return nil, err, partial
   end
+  -- LuaSec: a TLS stream that ends (close_notify) fails "*a" too.
+  if kind == 1 and all_closes then return nil, "closed", data end
   return data, nil, nil
   end
 end

@@ -297,7 +297,7 @@ conn_mt.__gc = I.gc_obj
 conn_mt.__close = function(ud) if conns[ud] then close(ud) end end
 
 conn_methods.close = function(self) close(self) end
-conn_methods.receive = I.make_receive("SSL:Connection", "wantread", connected)
+conn_methods.receive = I.make_receive("SSL:Connection", "wantread", connected, true)
 conn_methods.send = I.make_send("SSL:Connection", "wantwrite", connected)
 conn_methods.settimeout = I.settimeout("SSL:Connection")
 conn_methods.gettimeout = I.gettimeout("SSL:Connection")
