@@ -14,7 +14,7 @@ local function show(label, ...)
   local parts = {}
   for i = 1, select("#", ...) do
     local v = select(i, ...)
-    parts[i] = type(v) == "string" and string.format("%q", v) or tostring(v)
+    parts[i] = type(v) == "string" and (string.format("%q", v):gsub("\\\n", "\\n")) or tostring(v)
   end
   print(label .. " -> " .. table.concat(parts, " "))
 end
