@@ -13,6 +13,7 @@ are made at test time with trustme; loopback only; every wait bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import re
 import socket
@@ -304,10 +305,8 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
             await writer.wait_closed()
-        except (ConnectionError, ssl.SSLError):
-            pass
 
 
 _CLIENT: Final = """
@@ -438,9 +437,12 @@ def test_certificate_reader_agrees_with_cryptography(certs: Path) -> None:
     server = load_pem((certs / "server.pem").read_bytes())
     assert server is not None
     assert server.alt_names() == [
-        (b"2.5.29.17", b"X509v3 Subject Alternative Name", [(b"dNSName", b"localhost"), (b"iPAddress", b"127.0.0.1")])
+        (
+            b"2.5.29.17",
+            b"X509v3 Subject Alternative Name",
+            [(b"dNSName", b"localhost"), (b"iPAddress", b"127.0.0.1")],
+        )
     ]
     assert load_pem(b"no certificate here") is None
     with pytest.raises(ValueError):
         Certificate(b"\x30\x03\x02\x01")
-

@@ -710,7 +710,7 @@ class Bridge:
             return (True,)
         # A client that asked for no verification: OpenSSL still checks the
         # chain for LuaSec, Python's ssl neither checks nor tells.
-        return False, b"certificate not verified (verify is \"none\")"
+        return False, b'certificate not verified (verify is "none")'
 
     @staticmethod
     def ssl_info(obj: Client) -> Values:

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any, Final, final
 
 from .._errors import CLOSED
-from .._tcp import Client, _let_io_in, _next_deadline, _EXPIRED
+from .._tcp import _EXPIRED, Client, _let_io_in, _next_deadline
 
 __all__ = ["Context", "Handshakes", "new_context"]
 
@@ -171,7 +171,7 @@ def new_context(params: dict[str, Any]) -> Context | tuple[None, bytes]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False  # LuaSec checks no host name
     context.verify_mode = ssl.CERT_NONE
-    context.options = _OPENSSL_DEFAULT_OPTIONS
+    context.options = ssl.Options(_OPENSSL_DEFAULT_OPTIONS)
     context.minimum_version, context.maximum_version = versions
     with contextlib.suppress(ssl.SSLError):
         context.set_ciphers("DEFAULT")  # OpenSSL's, as LuaSec's contexts have
@@ -233,7 +233,7 @@ def new_context(params: dict[str, Any]) -> Context | tuple[None, bytes]:
             return None, b"invalid option (%s)" % word
         options |= value
     if options:
-        context.options |= options
+        context.options |= ssl.Options(options)
     curve = params.get("curve")
     if curve is not None:
         try:
@@ -257,9 +257,7 @@ def _record_sni(sslobj: ssl.SSLObject, name: str | None, context: ssl.SSLContext
         _sni_names[sslobj] = name
 
 
-def _switch_sni(
-    mapping: dict[str, ssl.SSLContext], strict: bool
-) -> Any:
+def _switch_sni(mapping: dict[str, ssl.SSLContext], strict: bool) -> Any:
     def callback(sslobj: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> int | None:
         if name is None:
             return None
@@ -299,9 +297,7 @@ class Handshakes:
     def tasks(self, objects: Iterable[object]) -> list[asyncio.Task[Any]]:
         return [p.task for obj in objects if isinstance(obj, Client) and (p := self._pending.get(obj))]
 
-    async def handshake(
-        self, obj: Client, context: Context, hostname: bytes | None, sni: Any
-    ) -> Values:
+    async def handshake(self, obj: Client, context: Context, hostname: bytes | None, sni: Any) -> Values:
         """One `dohandshake` call: `(True,)` or `(False, err)`."""
         pending = self._pending.get(obj)
         loop = asyncio.get_running_loop()
@@ -311,9 +307,7 @@ class Handshakes:
             tls_context = context.context
             if sni is not None:
                 tls_context = _twin(context, sni)
-            task = loop.create_task(
-                _run_handshake(obj, tls_context, context.mode == b"server", hostname)
-            )
+            task = loop.create_task(_run_handshake(obj, tls_context, context.mode == b"server", hostname))
             pending = self._pending[obj] = _Handshake(task)
         task = pending.task
         if not task.done():

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import base64
 import calendar
-import time
 import hashlib
 import ipaddress
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -222,7 +222,8 @@ def _time(item: _Tlv) -> int:
 def _print_time(seconds: int) -> str:
     """ASN1_TIME_print's form: "Jan  1 00:00:00 2000 GMT"."""
     t = time.gmtime(seconds)
-    return f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {t.tm_year} GMT"
+    clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    return f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {clock} {t.tm_year} GMT"
 
 
 @final
