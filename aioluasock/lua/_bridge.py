@@ -16,7 +16,6 @@ strings stay byte strings; the engine's text arguments are decoded here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import socket
 import ssl
@@ -646,9 +645,11 @@ class Bridge:
         finally:
             if not selecting.done():
                 selecting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await selecting
-        if selecting.done() and not selecting.cancelled():
+                # Wait for it without taking its CancelledError into this task.
+                await asyncio.wait([selecting])
+        # (A select cancelled here may end with its CancelledError as an
+        # exception rather than as cancelled: look, do not take its result.)
+        if selecting.done() and not selecting.cancelled() and selecting.exception() is None:
             readable, writable, err = selecting.result()
             if err is None:
                 return readable, writable, None
