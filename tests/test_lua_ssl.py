@@ -41,7 +41,9 @@ LOCAL: Final = "127.0.0.1"
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ca.pem, server.pem/.key (localhost, 127.0.0.1), otherca.pem (an
-    unrelated CA), old.pem/.key (expired in 2020), client.pem/.key."""
+    unrelated CA), old.pem/.key (expired in 2020), client.pem/.key,
+    other.pem/.key (other.example), encrypted.key (server.key with the
+    password "secret")."""
     folder = tmp_path_factory.mktemp("certs")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(folder / "ca.pem"))
@@ -57,9 +59,17 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ),
         ),
         ("client", ca.issue_cert("client@example.org")),
+        ("other", ca.issue_cert("other.example")),
     ):
         cert.private_key_pem.write_to_path(str(folder / f"{name}.key"))
         cert.cert_chain_pems[0].write_to_path(str(folder / f"{name}.pem"))
+    key = serialization.load_pem_private_key((folder / "server.key").read_bytes(), None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    (folder / "encrypted.key").write_bytes(encrypted)
     return folder
 
 
@@ -113,6 +123,8 @@ def test_loopback_script_matches_luasec(luasec: str, certs: Path) -> None:
     assert lines["client cert names"] == '"client@example.org"'
     assert lines["handshake timeout"] == 'false "wantread"'
     assert lines["mismatch"] == 'nil "private key does not match public key"'
+    assert lines["password"] == "true true"
+    assert lines["wrong password"] == 'nil "error loading private key (bad decrypt)"'
     assert expected[-1] == "done"
 
 
@@ -385,6 +397,63 @@ async def test_script_ending_mid_handshake_leaves_nothing(certs: Path) -> None:
         """
         result = await asyncio.wait_for(run_string(source, str(port)), 10)
     assert result.values == (False, b"wantread", 0, b"timeout")
+
+
+_SNI: Final = """
+local socket, ssl, aio = require "socket", require "ssl", require "aioluasock"
+local dir = ...
+local function context(name)
+  return assert(ssl.newcontext({ mode = "server", protocol = "any",
+    key = dir .. "/" .. name .. ".key", certificate = dir .. "/" .. name .. ".pem" }))
+end
+local default, other = context("server"), context("other")
+local server = assert(socket.bind("127.0.0.1", 0))
+local _, port = server:getsockname()
+local function serve(strict)
+  server:settimeout(5)
+  local c = ssl.wrap(assert(server:accept()), default)
+  c:sni({ ["other.example"] = other }, strict)
+  c:settimeout(5)
+  local ok, err = c:dohandshake()
+  local name = c:getsniname()
+  c:close()
+  return ok, name
+end
+local function client(name)
+  local c = ssl.wrap(assert(socket.connect("127.0.0.1", port)), { mode = "client", protocol = "any",
+    verify = "peer", cafile = dir .. "/ca.pem" })
+  c:sni(name)
+  c:settimeout(5)
+  local ok, err = c:dohandshake()
+  local alt = ok and c:getpeercertificate():extensions()["2.5.29.17"].dNSName[1] or err
+  c:close()
+  return ok, alt
+end
+local lines = {}
+for _, case in ipairs({ { "other.example", false }, { "localhost", false }, { "unknown.example", false },
+                        { "unknown.example", true } }) do
+  local task = aio.spawn(serve, case[2])
+  local cok, alt = client(case[1])
+  local _, sok, name = aio.wait(task)
+  lines[#lines + 1] = table.concat({ tostring(cok), tostring(alt), tostring(sok), tostring(name) }, " ")
+end
+server:close()
+return table.concat(lines, "\\n")
+"""
+
+
+@pytest.mark.asyncio
+async def test_server_sni_table_picks_the_context(certs: Path) -> None:
+    result = await asyncio.wait_for(run_string(_SNI, str(certs)), 20)
+    lines = result.values[0].decode().splitlines()
+    assert lines[:3] == [
+        "true other.example true other.example",
+        "true localhost true localhost",
+        "true localhost true unknown.example",  # not strict: the default context
+    ]
+    # Strict: refused. (The loops drop the connection with the alert still
+    # unsent, so the client sees "closed" where LuaSec's sees the alert.)
+    assert re.fullmatch(r"false .+ false \S+", lines[3]), lines[3]
 
 
 @pytest.mark.asyncio

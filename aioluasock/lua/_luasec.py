@@ -123,6 +123,23 @@ def _reason(exc: BaseException) -> str:
     return "(null)"
 
 
+def _no_password() -> bytes:
+    return b""
+
+
+def _key_reason(exc: ssl.SSLError, key: bytes, password: bytes | None) -> str:
+    """OpenSSL 3's reason for a key that did not load, which Python's
+    `load_cert_chain` reports only as "PEM lib"."""
+    if exc.reason:
+        return _reason(exc)
+    try:
+        with open(os.fsdecode(key), "rb") as f:
+            encrypted = b"ENCRYPTED" in f.read(1 << 20)
+    except OSError:
+        return "(null)"
+    return "bad decrypt" if encrypted or password is not None else "unsupported"
+
+
 @final
 class Context:
     """The Python object under a LuaSec context (`SSL:Context`).
@@ -185,7 +202,9 @@ def new_context(params: dict[str, Any]) -> Context | tuple[None, bytes]:
             context.load_cert_chain(
                 os.fsdecode(certificate),
                 None if key is None else os.fsdecode(key),
-                None if password is None else password,
+                # No password: an encrypted key fails ("bad decrypt") rather
+                # than OpenSSL asking on the terminal, as LuaSec lets it.
+                _no_password if password is None else password,
             )
         except ssl.SSLError as exc:
             if exc.reason == "KEY_VALUES_MISMATCH":
@@ -195,7 +214,7 @@ def new_context(params: dict[str, Any]) -> Context | tuple[None, bytes]:
                 # fails later. Python cannot: keep the context without it.
                 pass
             else:
-                return None, b"error loading private key (%s)" % _reason(exc).encode()
+                return None, b"error loading private key (%s)" % _key_reason(exc, key, password).encode()
         except OSError as exc:
             return None, b"error loading certificate (%s)" % _reason(exc).encode()
     cafile, capath = params.get("cafile"), params.get("capath")

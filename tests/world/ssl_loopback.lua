@@ -222,6 +222,19 @@ end
 local function head(v, err) return v, err and err:match("^[^(]*") end
 show("no key file", head(ssl.newcontext({ mode = "server", protocol = "any", key = path("missing.key"), certificate = path("server.pem") })))
 show("mismatch", ssl.newcontext({ mode = "server", protocol = "any", key = path("server.key"), certificate = path("client.pem") }))
+local function made(ctx, err) return ctx ~= nil, err end
+local function server_with(extra)
+  local params = { mode = "server", protocol = "any", key = path("server.key"), certificate = path("server.pem") }
+  for k, v in pairs(extra) do params[k] = v end
+  return ssl.newcontext(params)
+end
+show("password", made(server_with({ key = path("encrypted.key"), password = "secret" })),
+  (made(server_with({ key = path("encrypted.key"), password = function() return "secret" end }))))
+show("wrong password", server_with({ key = path("encrypted.key"), password = "wrong" }))
+show("not a key", head(server_with({ key = path("server.pem") })))
+show("options", made(server_with({ ciphers = "HIGH:!aNULL", options = { "no_tlsv1", "no_ticket", "single_ecdh_use" },
+  curve = "prime256v1", depth = 4, verify = "none" })))
+show("curve", server_with({ curve = "nocurve" }))
 show("protocol", ssl.newcontext({ mode = "client", protocol = "tlsv9" }))
 show("verify", ssl.newcontext({ mode = "client", protocol = "any", verify = { "peer", "bogus" } }))
 show("option", ssl.newcontext({ mode = "client", protocol = "any", options = "bogus" }))
