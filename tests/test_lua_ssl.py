@@ -445,7 +445,9 @@ return table.concat(lines, "\\n")
 @pytest.mark.asyncio
 async def test_server_sni_table_picks_the_context(certs: Path) -> None:
     result = await asyncio.wait_for(run_string(_SNI, str(certs)), 20)
-    lines = result.values[0].decode().splitlines()
+    text = result.values[0]
+    assert isinstance(text, bytes)
+    lines = text.decode().splitlines()
     assert lines[:3] == [
         "true other.example true other.example",
         "true localhost true localhost",
