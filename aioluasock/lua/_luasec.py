@@ -339,7 +339,8 @@ class Handshakes:
                 # Handshakes wait for the peer's flight: what LuaSec reports
                 # when its socket has nothing to read yet.
                 return False, b"wantread"
-        del self._pending[obj]
+        # (Two coroutines may wait for one handshake: both get its result.)
+        self._pending.pop(obj, None)
         _, err = task.result()
         if err is None:
             return (True,)
