@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import ipaddress
 import re
 import socket
 import ssl
@@ -517,3 +518,57 @@ def test_certificate_reader_agrees_with_cryptography(certs: Path) -> None:
     assert load_pem(b"no certificate here") is None
     with pytest.raises(ValueError):
         Certificate(b"\x30\x03\x02\x01")
+
+
+def test_certificate_reader_on_an_rsa_certificate() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "BR"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "Zoë"),
+            x509.NameAttribute(NameOID.EMAIL_ADDRESS, "zoe@example.org"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(0x0A)
+        .not_valid_before(datetime.datetime(2001, 2, 3, 4, 5, 6, tzinfo=datetime.UTC))
+        .not_valid_after(datetime.datetime(2060, 7, 8, 9, 10, 11, tzinfo=datetime.UTC))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.RFC822Name("zoe@example.org"),
+                    x509.UniformResourceIdentifier("https://example.org/"),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    mine = Certificate(cert.public_bytes(serialization.Encoding.DER))
+    assert mine.subject() == [
+        (b"2.5.4.6", b"countryName", b"BR"),
+        (b"2.5.4.3", b"commonName", "Zoë".encode()),
+        (b"1.2.840.113549.1.9.1", b"emailAddress", b"zoe@example.org"),
+    ]
+    mine.utf8 = True
+    assert mine.subject()[1][2] == "Zoë".encode()
+    assert mine.notbefore() == b"Feb  3 04:05:06 2001 GMT"  # UTCTime
+    assert mine.notafter() == b"Jul  8 09:10:11 2060 GMT"  # GeneralizedTime
+    assert mine.serial() == b"0A"
+    pem, kind, bits = mine.pubkey()
+    assert (kind, bits) == (b"RSA", 2048) and pem.startswith(b"-----BEGIN PUBLIC KEY-----\n")
+    assert mine.signature_name() == b"RSA-SHA256"
+    assert mine.alt_names()[0][2] == [
+        (b"rfc822Name", b"zoe@example.org"),
+        (b"uniformResourceIdentifier", b"https://example.org/"),
+        (b"iPAddress", b"::1"),
+    ]
+    assert not mine.validat(0) and mine.validat(2_000_000_000)
