@@ -380,6 +380,42 @@ async def test_lua_client_against_an_asyncio_tls_server(certs: Path, server_cont
 
 
 @pytest.mark.asyncio
+async def test_send_timeout_is_wantwrite(server_context: ssl.SSLContext) -> None:
+    # A TLS peer that never reads: the send fills the buffers and times out
+    # as LuaSec's does, "wantwrite" and the last index sent.
+    release, finished = asyncio.Event(), asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await release.wait()
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+        finally:
+            finished.set()
+
+    server = await asyncio.start_server(silent, LOCAL, 0, ssl=server_context)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        source = """
+        local socket, ssl = require "socket", require "ssl"
+        local conn = ssl.wrap(assert(socket.connect("127.0.0.1", ...)), { mode = "client", protocol = "any" })
+        conn:settimeout(5)
+        assert(conn:dohandshake())
+        conn:settimeout(0.2)
+        local sent, err, last = conn:send(string.rep("x", 64 * 1024 * 1024))
+        conn:close()
+        return sent, err, last > 0 and last < 64 * 1024 * 1024
+        """
+        try:
+            result = await asyncio.wait_for(run_string(source, str(port)), 20)
+        finally:
+            release.set()
+            await asyncio.wait_for(finished.wait(), 5)
+    assert result.values == (None, b"wantwrite", True)
+
+
+@pytest.mark.asyncio
 async def test_script_ending_mid_handshake_leaves_nothing(certs: Path) -> None:
     # A peer that never answers: the handshake is still running in the
     # background when the script returns; the script's end closes and
