@@ -65,8 +65,16 @@ class TlsPath(SendPath):
             self._recv_busy = self._send_busy = False
 
     async def _starttls(
-        self, context: ssl.SSLContext, server_side: bool, server_hostname: str | None
+        self,
+        context: ssl.SSLContext,
+        server_side: bool,
+        server_hostname: str | None,
+        *,
+        limited: bool = True,
     ) -> tuple[int, None] | tuple[None, str]:
+        # `limited=False`: the handshake ignores the object's timeout (the Lua
+        # bridge's LuaSec runs it in the background and bounds each
+        # `dohandshake` call instead).
         if (self._proto is None or self._attaching is not None) and not self._closed:
             await self._ensure_stream()
         proto = self._proto
@@ -78,7 +86,7 @@ class TlsPath(SendPath):
         if transport.get_extra_info("ssl_object") is not None:
             raise RuntimeError("the connection already uses TLS")
         loop = proto.loop
-        deadline = next_deadline(loop, self._start_call(loop))
+        deadline = next_deadline(loop, self._start_call(loop)) if limited else None
         if deadline == EXPIRED:
             await asyncio.sleep(0)  # a handshake cannot finish without waiting
             return None, TIMEOUT
@@ -199,6 +207,10 @@ def _tls_error_text(exc: BaseException, *, limited: bool) -> str:
         limited and isinstance(exc, ConnectionAbortedError) and exc.errno is None
     ):
         return TIMEOUT
+    if isinstance(exc, ConnectionError) and exc.errno is None and not exc.strerror and not str(exc):
+        # The loops' "connection lost" during the handshake: the peer went
+        # away (uvloop and asyncio raise it bare).
+        return CLOSED
     if isinstance(exc, OSError):
         return os_error_text(exc)
     return CLOSED

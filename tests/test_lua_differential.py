@@ -40,6 +40,14 @@ DIFFERENCES: Final[dict[tuple[str, str], str]] = {
         "mime.core is written in Lua: `pcall(mime.b64, {})` names the function 'b64' where the C "
         "module, called with no name to go by, finds its global name 'mime.b64'"
     ),
+    ("*", "LuaSec's ssl"): (
+        "the bridge's own module on Python's ssl (tests/test_lua_ssl.py compares it with real LuaSec): "
+        "the handshake runs in the background once dohandshake started it; a client with verify "
+        "'none' cannot learn getpeerverification's answer; only the peer's own certificate is "
+        "kept; verifyext, depth, ciphersuites, dhparam, curveslist and dane are ignored; a "
+        "server's ALPN function, cert:issued, getfinished, getpeerfinished, exportkeyingmaterial, "
+        "setdane and settlsa are missing (README lists them all)"
+    ),
     ("*", "io.popen"): (
         "lupa's bundled Lua is built without popen ('popen' not supported); C modules cannot be "
         "loaded either, as lupa's Lua is not the system's"

@@ -19,6 +19,7 @@ import asyncio
 import math
 import os
 import socket
+import ssl
 import time
 import weakref
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from typing import Any, Final, final
 
 from .._addresses import resolve
 from .._buffer import ALL, NUMBER
-from .._errors import CLOSED, BusyError, errno_text, os_error_text
+from .._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
 from .._lifecycle import TcpSocket
 from .._options import OPTIONS, UDP_OPTIONS, UNIX_DGRAM_OPTIONS, UNIX_STREAM_OPTIONS, lookup, set_option
 from .._select import select as engine_select
@@ -37,6 +38,8 @@ from .._unix import UnixStream
 from .._unix import stream as unix_stream
 from .._unix_dgram import UnixDgram
 from .._unix_dgram import dgram as unix_dgram
+from . import _luasec
+from ._x509 import Certificate, CertificateError, load_pem
 
 __all__ = ["Bridge", "ScriptExit"]
 
@@ -140,6 +143,7 @@ class Bridge:
         # Objects whose blocking connect failed while they had no family yet:
         # LuaSocket keeps AF_UNSPEC for them (getsockname says "unspec").
         self._unspec: weakref.WeakSet[TcpSocket] = weakref.WeakSet()
+        self.handshakes = _luasec.Handshakes()
 
     # -- bookkeeping ---------------------------------------------------------
 
@@ -219,6 +223,17 @@ class Bridge:
             "unix_getsockname",
             "unix_sendto",
             "unix_receive",
+            "ssl_newcontext",
+            "ssl_options",
+            "ssl_wrap",
+            "ssl_handshake",
+            "ssl_peercert",
+            "ssl_verified",
+            "ssl_info",
+            "ssl_alpn",
+            "ssl_sniname",
+            "ssl_loadcert",
+            "x509",
         ]
         return {name.encode(): getattr(self, name) for name in names}
 
@@ -663,7 +678,10 @@ class Bridge:
     async def select(self, nrecv: int, timeout: float, *objects: Any) -> Values:
         recv: list[Any] = list(objects[:nrecv])
         send: list[Any] = list(objects[nrecv:])
-        readable, writable, err = await engine_select(recv, send, None if timeout < 0 else timeout)
+        if self.handshakes:
+            readable, writable, err = await self._select_handshakes(recv, send, timeout)
+        else:
+            readable, writable, err = await engine_select(recv, send, None if timeout < 0 else timeout)
         if err is not None:
             return None, err.encode()
         # LuaSocket lists ready entries with buffered data first (in the
@@ -678,6 +696,154 @@ class Bridge:
         ready_r = [recv_pos[id(obj)] for obj in dirty + rest]
         ready_w = [send_pos[id(obj)] for obj in sorted(writable, key=lambda obj: obj.getfd())]
         return (len(ready_r), *ready_r, *ready_w)
+
+    async def _select_handshakes(
+        self, recv: list[Any], send: list[Any], timeout: float
+    ) -> tuple[list[Any], list[Any], str | None]:
+        """`select` over TLS connections whose handshake runs in the
+        background: one whose handshake ended is ready both ways (the next
+        `dohandshake` answers at once); one still in it is not ready, and
+        its handshake's end wakes the call."""
+        handshakes = self.handshakes
+        done_r = [obj for obj in recv if handshakes.finished(obj)]
+        done_w = [obj for obj in send if handshakes.finished(obj)]
+        if done_r or done_w:
+            return done_r, done_w, None
+        rest_r = [obj for obj in recv if handshakes.finished(obj) is None]
+        rest_w = [obj for obj in send if handshakes.finished(obj) is None]
+        tasks = handshakes.tasks(recv + send)
+        limit = None if timeout < 0 else timeout
+        if not tasks or limit == 0:
+            return await engine_select(rest_r, rest_w, limit)
+        selecting = asyncio.ensure_future(engine_select(rest_r, rest_w, limit))
+        try:
+            await asyncio.wait([selecting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not selecting.done():
+                selecting.cancel()
+                # Wait for it without taking its CancelledError into this task.
+                await asyncio.wait([selecting])
+        # (A select cancelled here may end with its CancelledError as an
+        # exception rather than as cancelled: look, do not take its result.)
+        if selecting.done() and not selecting.cancelled() and selecting.exception() is None:
+            readable, writable, err = selecting.result()
+            if err is None:
+                return readable, writable, None
+        done_r = [obj for obj in recv if handshakes.finished(obj)]
+        done_w = [obj for obj in send if handshakes.finished(obj)]
+        return done_r, done_w, None if done_r or done_w else TIMEOUT
+
+    # -- LuaSec (ssl) ----------------------------------------------------------
+
+    @staticmethod
+    def ssl_newcontext(params: Any) -> _luasec.Context | tuple[None, bytes]:
+        return _luasec.new_context({_text(k): v for k, v in params.items()})
+
+    @staticmethod
+    def ssl_options() -> tuple[bytes, ...]:
+        return tuple(_luasec.option_names())
+
+    def ssl_wrap(self, obj: Client) -> Client:
+        """LuaSec's wrap takes the descriptor from the TCP object: the
+        connection goes on as the TLS object, which starts with no timeout
+        and fresh statistics; the TCP object is left closed (returned)."""
+        obj._timeout.set(None, "b")
+        obj._timeout.set(None, "t")
+        obj.setstats(0, 0, 0)
+        dead = Client(None, obj._family)
+        dead._closed = True
+        return self._register(dead)  # type: ignore[return-value]
+
+    async def ssl_handshake(
+        self, obj: Client, context: _luasec.Context, hostname: bytes | None, sni: Any, strict: bool
+    ) -> Values:
+        mapping = None
+        if sni is not None:
+            mapping = (
+                {_text(name): ctx.context for name, ctx in sni.items() if isinstance(ctx, _luasec.Context)},
+                strict,
+            )
+        return await self.handshakes.handshake(obj, context, hostname, mapping)
+
+    @staticmethod
+    def ssl_peercert(obj: Client) -> Certificate | None:
+        der = obj.getpeercertificate()
+        if der is None:
+            return None
+        try:
+            return Certificate(der)
+        except CertificateError:
+            return None
+
+    @staticmethod
+    def ssl_verified(obj: Client, context: _luasec.Context) -> Values:
+        sslobj = obj._ssl_object()
+        if sslobj is None:
+            return False, CLOSED.encode()
+        mode = context.context.verify_mode
+        if context.mode == b"server" or mode != ssl.CERT_NONE:
+            # The handshake verified what the peer sent (a handshake whose
+            # verification failed did not complete), or the peer sent none.
+            return (True,)
+        # A client that asked for no verification: OpenSSL still checks the
+        # chain for LuaSec, Python's ssl neither checks nor tells.
+        return False, b'certificate not verified (verify is "none")'
+
+    @staticmethod
+    def ssl_info(obj: Client) -> Values:
+        got = _luasec.info(obj)
+        return () if got is None else got
+
+    @staticmethod
+    def ssl_alpn(obj: Client) -> bytes | None:
+        sslobj = obj._ssl_object()
+        protocol = None if sslobj is None else sslobj.selected_alpn_protocol()
+        return None if protocol is None else protocol.encode("latin-1")
+
+    @staticmethod
+    def ssl_sniname(obj: Client, server: bool) -> bytes | None:
+        return _luasec.sni_name(obj, server)
+
+    @staticmethod
+    def ssl_loadcert(data: bytes) -> Certificate | None:
+        return load_pem(data)
+
+    @staticmethod
+    def x509(cert: Certificate, method: bytes, arg: Any = None) -> Any:
+        """The certificate object's methods (Lua cannot reach Python attributes)."""
+        # Lists go back flat (a tuple is unpacked into Lua values).
+        if method in (b"subject", b"issuer"):
+            entries = cert.subject() if method == b"subject" else cert.issuer()
+            return tuple(value for entry in entries for value in entry)
+        if method == b"extensions":
+            flat: list[object] = []
+            for oid, name, names in cert.alt_names():
+                flat += [oid, name, len(names)]
+                for kind, value in names:
+                    flat += [kind, value]
+            return tuple(flat)
+        if method == b"digest":
+            return cert.digest(arg)
+        if method == b"pem":
+            return cert.pem()
+        if method == b"notbefore":
+            return cert.notbefore()
+        if method == b"notafter":
+            return cert.notafter()
+        if method == b"serial":
+            return cert.serial()
+        if method == b"pubkey":
+            return cert.pubkey()
+        if method == b"validat":
+            return cert.validat(int(arg))
+        if method == b"signature":
+            return cert.signature_name()
+        if method == b"setencode":
+            cert.utf8 = arg
+            return None
+        if method == b"der":
+            return cert.der
+        raise ValueError(f"no certificate method {method!r}")
 
     @staticmethod
     async def sleep(seconds: float) -> Values:

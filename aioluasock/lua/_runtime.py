@@ -27,13 +27,17 @@ __all__ = ["LuaError", "LuaSyntaxError", "Script", "ScriptResult", "run_file", "
 
 _BRIDGE_SOURCE: Final = resources.files(__package__).joinpath("bridge.lua").read_bytes()
 _MIME_SOURCE: Final = resources.files(__package__).joinpath("mime_core.lua").read_bytes()
+_LUASEC_SOURCE: Final = resources.files(__package__).joinpath("luasec.lua").read_bytes()
 
 # Runs once per state, before the script: loads bridge.lua, installs the
 # modules and the coroutine library, and applies the sandbox.
 _SETUP: Final = b"""
-local bridge_source, B, sandbox, extra_path, mime_source = ...
+local bridge_source, B, sandbox, extra_path, mime_source, luasec_source = ...
 local api = assert(load(bridge_source, "=[aioluasock]", "t"))(B)
 local mime_core = assert(load(mime_source, "=[mime.core]", "t"))
+local luasec = assert(load(luasec_source, "=[ssl]", "t"))
+local internal = api.internal
+api.internal = nil
 local real_load, stdout = load, io.stdout
 python = nil
 package.loaded.python = nil
@@ -42,6 +46,7 @@ package.preload["socket"] = function() return api.socket end
 package.preload["socket.unix"] = function() return api.unix end
 package.preload["aioluasock"] = function() return api.ext end
 package.preload["mime.core"] = function() return mime_core() end
+package.preload["ssl"] = function() return luasec(internal) end
 coroutine = api.coroutine
 package.loaded.coroutine = api.coroutine
 os.exit = api.exit
@@ -50,6 +55,7 @@ local mode = "bt"
 if sandbox then
   mode = "t"
   local preload, loaded = package.preload, package.loaded
+  preload["ssl"] = nil  -- it opens files (keys, certificates)
   local keep = { _G = true, coroutine = true, math = true, string = true, table = true, utf8 = true }
   for name in pairs(loaded) do
     if not keep[name] then loaded[name] = nil end
@@ -268,6 +274,7 @@ class Script:
             self._sandbox,
             extra,
             _MIME_SOURCE,
+            _LUASEC_SOURCE,
         )
         return runtime, setup
 
@@ -340,6 +347,8 @@ class _Run:
             return ScriptResult(0, tuple(_to_python(v) for v in self._main_values))
         finally:
             self._bridge.close_all()
+            if self._bridge.handshakes:
+                await self._bridge.handshakes.settle()
             with contextlib.suppress(lupa.LuaError):
                 self._flush()
                 self._finish()

@@ -233,7 +233,7 @@ local function gc_obj(ud)
   end
 end
 
-local function close_method(any)
+local function make_close(any)
   return function(self)
   local o = checkobj(2, self, any)
   B.close(o)
@@ -241,14 +241,14 @@ local function close_method(any)
   end
 end
 
-local function getfd_method(any)
+local function make_getfd(any)
   return function(self)
   local o = checkobj(2, self, any)
   return B.getfd(o) + 0.0
   end
 end
 
-local function setfd_method(any)
+local function make_setfd(any)
   return function(self, ...)
   local o = checkobj(2, self, any)
   local fd = checknumber(2, 2, (...), select("#", ...) > 0)
@@ -256,7 +256,7 @@ local function setfd_method(any)
   end
 end
 
-local function dirty_method(any)
+local function make_dirty(any)
   return function(self)
   local o = checkobj(2, self, any)
   return B.dirty(o)
@@ -318,7 +318,7 @@ local function option_name(level, name, present, setting, optkind)
   return s, kind
 end
 
-local function setoption_method(any, optkind)
+local function make_setoption(any, optkind)
   return function(self, ...)
   local o = checkobj(2, self, any)
   local n = select("#", ...)
@@ -344,7 +344,7 @@ local function setoption_method(any, optkind)
   end
 end
 
-methods.setoption = setoption_method("tcp{any}")
+methods.setoption = make_setoption("tcp{any}")
 
 function methods.getoption(self, ...)
   local o = checkobj(2, self, "tcp{any}")
@@ -370,7 +370,7 @@ function methods.bind(self, ...)
   return 1.0
 end
 
-local function listen_method(master, server)
+local function make_listen(master, server)
   return function(self, ...)
   local o = checkobj(2, self, master)
   local n = select("#", ...)
@@ -395,7 +395,7 @@ function methods.connect(self, ...)
   return 1.0
 end
 
-local function accept_method(server, client_class)
+local function make_accept(server, client_class)
   return function(self)
   local o = checkobj(2, self, server)
   local client, err = request(B.accept, o)
@@ -406,9 +406,13 @@ end
 
 local receive_now, send_now = B.receive_now, B.send_now
 
-local function receive_method(client)
+-- receive and send for a class (`group`): LuaSocket's, and LuaSec's (whose
+-- timeouts say "wantread"/"wantwrite", and which says "closed" while
+-- `usable(self)` is false: before the handshake; and whose "*a" always
+-- ends in "closed", `all_closes`).
+local function make_receive(group, timeout_err, usable, all_closes)
   return function(self, ...)
-  local o = checkobj(2, self, client)
+  local o = checkobj(2, self, group)
   local n = select("#", ...)
   local pattern, prefix = ...
   local kind, count = 0, 0
@@ -426,20 +430,28 @@ local function receive_method(client)
     else argerror(2, 2, "invalid receive pattern") end
   end
   prefix = optstring(2, 3, prefix, n >= 2, "")
+  if usable and not usable(self) then return nil, "closed", prefix end
   if prefix == "" and (kind == 0 or (kind == 2 and count ~= 0)) then
     -- Already buffered: one call into Python, no yield to the driver.
     local data = receive_now(o, kind, count)
     if data ~= nil then return data, nil, nil end
   end
   local data, err, partial = request(B.receive, o, kind, count, prefix)
-  if err then return nil, err, partial end
+  if err then
+    if err == "timeout" then err = timeout_err end
+    return nil, err, partial
+  end
+  -- LuaSec: a TLS stream that ends (close_notify) fails "*a" too.
+  if kind == 1 and all_closes then return nil, "closed", data end
   return data, nil, nil
   end
 end
 
-local function send_method(client)
+methods.receive = make_receive("tcp{client}", "timeout")
+
+local function make_send(group, timeout_err, usable)
   return function(self, ...)
-  local o = checkobj(2, self, client)
+  local o = checkobj(2, self, group)
   local n = select("#", ...)
   local data, i, j = ...
   data = checkstring(2, 2, data, n >= 1)
@@ -452,6 +464,7 @@ local function send_method(client)
   if j > len then j = len end
   local sent, err = 0, nil
   if i <= j then
+    if usable and not usable(self) then return nil, "closed", i - 1 + 0.0 end
     local chunk = i == 1 and j == len and data or ssub(data, i, j)
     sent, err = send_now(o, chunk)
     if sent == nil then
@@ -459,14 +472,19 @@ local function send_method(client)
     end
   end
   local last = sent + i - 1 + 0.0
-  if err then return nil, err, last end
+  if err then
+    if err == "timeout" then err = timeout_err end
+    return nil, err, last
+  end
   return last, nil, nil
   end
 end
 
+methods.send = make_send("tcp{client}", "timeout")
+
 local shutdown_modes = { receive = true, send = true, both = true }
 
-local function shutdown_method(client)
+local function make_shutdown(client)
   return function(self, ...)
   local o = checkobj(2, self, client)
   local mode = optstring(2, 2, (...), select("#", ...) >= 1, "both")
@@ -476,7 +494,7 @@ local function shutdown_method(client)
   end
 end
 
-local function getstats_method(client)
+local function make_getstats(client)
   return function(self)
   local o = checkobj(2, self, client)
   local received, sent, age = B.getstats(o)
@@ -484,7 +502,7 @@ local function getstats_method(client)
   end
 end
 
-local function setstats_method(client)
+local function make_setstats(client)
   return function(self, ...)
   local o = checkobj(2, self, client)
   local n = select("#", ...)
@@ -497,17 +515,15 @@ local function setstats_method(client)
   end
 end
 
-methods.close = close_method("tcp{any}")
-methods.getfd = getfd_method("tcp{any}")
-methods.setfd = setfd_method("tcp{any}")
-methods.dirty = dirty_method("tcp{any}")
-methods.listen = listen_method("tcp{master}", "tcp{server}")
-methods.accept = accept_method("tcp{server}", "tcp{client}")
-methods.receive = receive_method("tcp{client}")
-methods.send = send_method("tcp{client}")
-methods.shutdown = shutdown_method("tcp{client}")
-methods.getstats = getstats_method("tcp{client}")
-methods.setstats = setstats_method("tcp{client}")
+methods.close = make_close("tcp{any}")
+methods.getfd = make_getfd("tcp{any}")
+methods.setfd = make_setfd("tcp{any}")
+methods.dirty = make_dirty("tcp{any}")
+methods.listen = make_listen("tcp{master}", "tcp{server}")
+methods.accept = make_accept("tcp{server}", "tcp{client}")
+methods.shutdown = make_shutdown("tcp{client}")
+methods.getstats = make_getstats("tcp{client}")
+methods.setstats = make_setstats("tcp{client}")
 methods.setpeername = methods.connect
 methods.setsockname = methods.bind
 
@@ -702,19 +718,19 @@ end
 -------------------------------------------------------------------------------
 
 local stream_methods = {
-  accept = accept_method("unixstream{server}", "unixstream{client}"),
-  close = close_method("unixstream{any}"),
-  dirty = dirty_method("unixstream{any}"),
-  getfd = getfd_method("unixstream{any}"),
-  getstats = getstats_method("unixstream{client}"),
-  listen = listen_method("unixstream{master}", "unixstream{server}"),
-  receive = receive_method("unixstream{client}"),
-  send = send_method("unixstream{client}"),
-  setfd = setfd_method("unixstream{any}"),
-  setoption = setoption_method("unixstream{any}", B.unix_stream_optkind),
-  setstats = setstats_method("unixstream{client}"),
+  accept = make_accept("unixstream{server}", "unixstream{client}"),
+  close = make_close("unixstream{any}"),
+  dirty = make_dirty("unixstream{any}"),
+  getfd = make_getfd("unixstream{any}"),
+  getstats = make_getstats("unixstream{client}"),
+  listen = make_listen("unixstream{master}", "unixstream{server}"),
+  receive = make_receive("unixstream{client}", "timeout"),
+  send = make_send("unixstream{client}", "timeout"),
+  setfd = make_setfd("unixstream{any}"),
+  setoption = make_setoption("unixstream{any}", B.unix_stream_optkind),
+  setstats = make_setstats("unixstream{client}"),
   settimeout = settimeout("unixstream{any}"),
-  shutdown = shutdown_method("unixstream{client}"),
+  shutdown = make_shutdown("unixstream{client}"),
 }
 
 function stream_methods.bind(self, ...)
@@ -740,10 +756,10 @@ stream_methods.setpeername = stream_methods.connect
 stream_methods.setsockname = stream_methods.bind
 
 local dgram_methods = {
-  close = close_method("unixdgram{any}"),
-  getfd = getfd_method("unixdgram{any}"),
-  setfd = setfd_method("unixdgram{any}"),
-  setoption = setoption_method("unixdgram{any}", B.unix_dgram_optkind),
+  close = make_close("unixdgram{any}"),
+  getfd = make_getfd("unixdgram{any}"),
+  setfd = make_setfd("unixdgram{any}"),
+  setoption = make_setoption("unixdgram{any}", B.unix_dgram_optkind),
   settimeout = settimeout("unixdgram{any}"),
   gettimeout = gettimeout("unixdgram{any}"),
 }
@@ -1306,7 +1322,35 @@ local function finish()
   for id in pairs(threads) do threads[id] = nil end
 end
 
+-- What the LuaSec `ssl` module (ssl.lua) builds on.
+local internal = {
+  B = B, impl = impl, tmo = tmo, request = request, argerror = argerror, typename = typename,
+  checkstring = checkstring, optstring = optstring, checknumber = checknumber, checkobj = checkobj,
+  methods = methods, make_receive = make_receive, make_send = make_send, settimeout = settimeout,
+  gettimeout = gettimeout, gc_obj = gc_obj, socket = socket,
+  -- Forget a userdata that holds no socket (a context, a certificate).
+  release = function(ud)
+    if finished then return end
+    impl[ud] = nil
+    if pymt then
+      dsetmetatable(ud, pymt)
+      local gc = rawget(pymt, "__gc")
+      if gc then gc(ud) end
+    end
+  end,
+  getmetatable = dgetmetatable,
+  new_userdata = function(o, mt)
+    local ud = B.token()
+    pymt = pymt or dgetmetatable(ud)
+    impl[ud] = o
+    tmo[ud] = { -1.0, -1.0 }
+    dsetmetatable(ud, mt)
+    return ud
+  end,
+}
+
 return {
+  internal = internal,
   finish = finish,
   REQ = REQ,
   RAISE = RAISE,
