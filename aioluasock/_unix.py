@@ -61,6 +61,41 @@ def path_text(address: object) -> str:
     return str(address)
 
 
+def sock_path(sock: socket.socket | None, closed: bool, *, peer: bool) -> tuple[str, None] | tuple[None, str]:
+    """`(path, None)` of a Unix socket's own or its peer's address, or
+    `(None, err)` ("Bad file descriptor" without a socket)."""
+    if sock is None or closed:
+        return None, BAD_FD
+    try:
+        return path_text(sock.getpeername() if peer else sock.getsockname()), None
+    except OSError as exc:
+        return None, os_error_text(exc)
+
+
+def bind_path(sock: socket.socket, path: bytes) -> tuple[str, None] | tuple[None, tuple[bytes, int] | None]:
+    """Bind a Unix socket: `(err, None)`, or `(None, made)` where `made` is
+    the socket file the bind created (path and inode, so that a file somebody
+    else put there later is never removed), `None` for an abstract name."""
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        return os_error_text(exc), None
+    made = None
+    if path[:1] not in (b"", b"\0"):
+        with contextlib.suppress(OSError):
+            made = (path, os.stat(path).st_ino)
+    return None, made
+
+
+def describe(kind: str, sock: socket.socket | None, closed: bool, fd: int) -> str:
+    """The `repr` of a Unix object: its kind, its path, its descriptor."""
+    where = " closed" if closed else ""
+    if sock is not None and not closed:
+        with contextlib.suppress(OSError):
+            where = f" {path_text(sock.getsockname())!r}"
+    return f"<{kind}{where} fd={fd}>"
+
+
 class UnixStream(TcpSocket):
     """What every Unix stream object has on top of the engine (not public)."""
 
@@ -80,17 +115,10 @@ class UnixStream(TcpSocket):
             return err
         sock = self._sock
         assert sock is not None
-        try:
-            sock.bind(path)
-        except OSError as exc:
+        err, self._made_file = bind_path(sock, path)
+        if err is not None:
             self._drop_socket()
-            return os_error_text(exc)
-        if path[:1] not in (b"", b"\0"):
-            # Remember the file we made (its inode: never remove a file that
-            # somebody else put there after us).
-            with contextlib.suppress(OSError):
-                self._made_file = (path, os.stat(path).st_ino)
-        return None
+        return err
 
     async def _connect_path(self, path: bytes) -> str | None:
         """Connect to `path`; the object becomes a client only on success
@@ -110,13 +138,7 @@ class UnixStream(TcpSocket):
         return await self._attach(loop)
 
     def _path(self, *, peer: bool) -> tuple[str, None] | tuple[None, str]:
-        sock = self._sock
-        if sock is None or self._closed:
-            return None, BAD_FD
-        try:
-            return path_text(sock.getpeername() if peer else sock.getsockname()), None
-        except OSError as exc:
-            return None, os_error_text(exc)
+        return sock_path(self._sock, self._closed, peer=peer)
 
     def getsockname(self) -> tuple[str, None] | tuple[None, str]:  # type: ignore[override]
         """Return `(path, None)` (an abstract name starts with NUL; "" when
@@ -124,12 +146,7 @@ class UnixStream(TcpSocket):
         return self._path(peer=False)
 
     def __repr__(self) -> str:
-        sock = self._sock
-        where = " closed" if self._closed else ""
-        if sock is not None and not self._closed:
-            with contextlib.suppress(OSError):
-                where = f" {path_text(sock.getsockname())!r}"
-        return f"<{self._kind}{where} fd={self.getfd()}>"
+        return describe(self._kind, self._sock, self._closed, self.getfd())
 
 
 @final

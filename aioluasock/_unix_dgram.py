@@ -10,8 +10,6 @@ is no way back); a datagram from an unbound sender comes from "".
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 from typing import Any, ClassVar, final
 
@@ -20,7 +18,7 @@ from ._options import UNIX_DGRAM_OPTIONS, Option
 from ._send import Buffer, as_bytes
 from ._socket import BAD_FD
 from ._udp import _check_size, _Udp
-from ._unix import PATH_MAX, PATH_TOO_LONG, Path, path_text, public_path
+from ._unix import PATH_MAX, PATH_TOO_LONG, Path, bind_path, describe, path_text, public_path, sock_path
 
 __all__ = ["UnixDgramConnected", "UnixDgramUnconnected", "dgram"]
 
@@ -46,13 +44,7 @@ class UnixDgram(_Udp):
         return path_text(addr) if addr else ""
 
     def _path(self, *, peer: bool) -> tuple[str, None] | tuple[None, str]:
-        sock = self._sock
-        if sock is None or self._closed:
-            return None, BAD_FD
-        try:
-            return path_text(sock.getpeername() if peer else sock.getsockname()), None
-        except OSError as exc:
-            return None, os_error_text(exc)
+        return sock_path(self._sock, self._closed, peer=peer)
 
     def getsockname(self) -> tuple[str, None] | tuple[None, str]:  # type: ignore[override]
         """Return `(path, None)` ("" when unbound), or `(None, err)`."""
@@ -66,14 +58,10 @@ class UnixDgram(_Udp):
         sock = self._sock
         if sock is None or self._closed:
             return BAD_FD
-        try:
-            sock.bind(path)
-        except OSError as exc:
+        err, self._made_file = bind_path(sock, path)
+        if err is not None:
             self._drop_socket()
-            return os_error_text(exc)
-        if path[:1] not in (b"", b"\0"):
-            with contextlib.suppress(OSError):
-                self._made_file = (path, os.stat(path).st_ino)
+            return err
         self._attach()
         await self._settle()
         return None
@@ -113,12 +101,7 @@ class UnixDgram(_Udp):
         return (None, err) if err is not None else (1, None)
 
     def __repr__(self) -> str:
-        sock = self._sock
-        where = " closed" if self._closed else ""
-        if sock is not None and not self._closed:
-            with contextlib.suppress(OSError):
-                where = f" {path_text(sock.getsockname())!r}"
-        return f"<{self._kind}{where} fd={self.getfd()}>"
+        return describe(self._kind, self._sock, self._closed, self.getfd())
 
 
 @final
