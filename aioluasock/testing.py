@@ -51,11 +51,10 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Protocol, final, overload
+from typing import Any, Final, Protocol, cast, final, overload
 
 from ._errors import CLOSED, TIMEOUT
-from ._functions import bind, connect
-from ._tcp import Buffer, ReceiveResult
+from ._tcp import Buffer, Client, Master, ReceiveResult, Server, tcp4
 
 __all__ = [
     "Faults",
@@ -221,7 +220,7 @@ class _Scenario:
         self.check_stats = check_stats
         self.sides = {"a": a, "b": b}
         rng = self.rng
-        sizes = [rng.choice((0, 1, 100, 5000, max_bytes // 4, max_bytes)) for _ in range(2)]
+        sizes = [rng.choice((0, 1, 100, 5000, 60_000, max_bytes // 4, max_bytes)) for _ in range(2)]
         self.directions = {
             "a": _Direction("a->b", _make_data(rng, rng.randint(0, sizes[0]))),
             "b": _Direction("b->a", _make_data(rng, rng.randint(0, sizes[1]))),
@@ -233,6 +232,11 @@ class _Scenario:
         self.disrupted = False
         self.limited = {"a": False, "b": False}
         self.limit_marks = {"a": 0, "b": 0}
+        # The tempo: who waits for whom, and how often calls are interrupted.
+        self.pause_rate = {"reader": rng.choice((0.0, 0.1, 0.5)), "writer": rng.choice((0.0, 0.1, 0.5))}
+        # What each task may spend pausing, so that a scenario stays short.
+        self.pause_budget = {"reader a": 0.05, "reader b": 0.05, "writer a": 0.05, "writer b": 0.05}
+        self.interrupt_rate = rng.choice((0.0, 0.1, 0.3, 0.6))
         self.report = StreamReport(scenarios=1)
 
     def describe(self) -> str:
@@ -256,7 +260,7 @@ class _Scenario:
         moment: its result, or `_INTERRUPTED` if the interruption won."""
         rng = self.rng
         self.report.calls += 1
-        if rng.random() < 0.7:
+        if rng.random() >= self.interrupt_rate:
             return await function(*args, **kwargs)
         how = rng.choice(self.interrupters)
         delay = rng.choice((0.0, 0.0002, 0.001, 0.005, 0.02))
@@ -289,6 +293,15 @@ class _Scenario:
         except TimeoutError:
             self.report.interrupted += 1
             return _INTERRUPTED
+
+    async def _pause(self, task: str, side: str) -> None:
+        """Sleep a random while, sometimes, within the task's budget."""
+        rng = self.rng
+        if rng.random() < self.pause_rate[task]:
+            key = f"{task} {side}"
+            delay = min(rng.choice(_DELAYS), self.pause_budget[key])
+            self.pause_budget[key] -= delay
+            await asyncio.sleep(delay)
 
     def _settimeouts(self, side: str, log: collections.deque[str], chance: float) -> int:
         """Set random timeouts on `side`'s client (none, with 1 - `chance`),
@@ -375,7 +388,7 @@ class _Scenario:
         """Receive the direction towards `side` until it ends, checking every result."""
         other = "b" if side == "a" else "a"
         client, d = self.sides[side], self.directions[other]
-        rng, log = self.rng, d.log
+        log = d.log
         base = client.getstats()[0]
         pending: list[str | int] = []  # the patterns of a call to resume
         prefix = b""
@@ -385,8 +398,7 @@ class _Scenario:
                 pending = self._patterns()
                 prefix = b""
                 mark = self._settimeouts(side, log, 0.6)
-                if rng.random() < 0.2:
-                    await asyncio.sleep(rng.choice(_DELAYS))
+                await self._pause("reader", side)
             patterns = list(pending)
             log.append(f"receive{tuple(patterns)!r}, prefix of {len(prefix)} bytes")
             before = client.getstats()[0]
@@ -409,7 +421,7 @@ class _Scenario:
                         raise _Failed(f"{d.name}: values after the failed pattern are not None: {result!r}")
                     may_time_out = self._may_time_out(side, mark)
                     await self._failed_read(
-                        client, d, patterns[index:], value, err=err, may_time_out=may_time_out
+                        client, d, patterns[index:], value, err=err, may_time_out=may_time_out, side=side
                     )
                     if d.reader_done:
                         return
@@ -453,13 +465,14 @@ class _Scenario:
         *,
         err: object,
         may_time_out: bool,
+        side: str,
     ) -> None:
         if err == TIMEOUT:
             if not may_time_out:
                 raise _Failed(f"{d.name}: receive returned 'timeout' with no timeout set")
             self.report.timeouts += 1
             if self.rng.random() < 0.5:
-                await asyncio.sleep(self.rng.choice(_DELAYS))  # not a busy loop on timeout 0
+                await self._pause("reader", side)  # not a busy loop on timeout 0
             return
         if err != CLOSED:
             raise _Failed(
@@ -501,8 +514,7 @@ class _Scenario:
         rng, log, data = self.rng, d.log, d.data
         base = client.getstats()[1]
         while d.sent < len(data):
-            if rng.random() < 0.3:
-                await asyncio.sleep(rng.choice(_DELAYS))
+            await self._pause("writer", side)
             size = rng.choice((1, 3, 64, 1400, 9000, 65_536, 300_000))
             chunk = data[d.sent : d.sent + rng.randint(1, size)]
             pieces: list[bytes | bytearray] = [chunk]
@@ -638,7 +650,7 @@ async def check_pair(
     b: StreamClient,
     *,
     seed: int,
-    max_bytes: int = 200_000,
+    max_bytes: int = 1_000_000,
     reliable: bool = True,
     anyio: bool | None = None,
     disrupt: bool = True,
@@ -694,6 +706,7 @@ async def check_pair(
     finally:
         a.close()
         b.close()
+        await asyncio.sleep(0)  # the transports finish closing
 
 
 async def check_stream(
@@ -701,7 +714,7 @@ async def check_stream(
     *,
     seed: int,
     scenarios: int = 10,
-    max_bytes: int = 200_000,
+    max_bytes: int = 1_000_000,
     reliable: bool = True,
     anyio: bool | None = None,
     disrupt: bool = True,
@@ -749,18 +762,40 @@ class Loopback:
     ::
 
         async with Loopback() as loopback:
-            a, b = await loopback.pair()                  # direct
+            a, b = await loopback.pair()                   # direct
             c, d = await loopback.pair(via=proxy.address)  # through a proxy
+
+    Args:
+        buffer_size: when given, the kernel's send and receive buffers of
+            both ends (``SO_SNDBUF``, ``SO_RCVBUF``), set before they connect:
+            small buffers make writers meet flow control sooner. (Shrinking
+            the receive buffer of a connection that is already up makes
+            Linux stall it in retransmissions: set it here, not afterwards.)
     """
 
-    def __init__(self) -> None:
-        self._server: Any = None
+    def __init__(self, *, buffer_size: int | None = None) -> None:
+        self._server: Server | None = None
+        self.buffer_size = buffer_size
         self.address: tuple[str, int] = ("127.0.0.1", 0)
 
+    def _size(self, sock: Master) -> None:
+        if self.buffer_size is not None:
+            for option in ("send-buffer-size", "recv-buffer-size"):
+                done, err = sock.setoption(option, self.buffer_size)
+                if done is None:
+                    raise OSError(f"setoption({option!r}) failed: {err}")
+
     async def __aenter__(self) -> Loopback:
-        server, err = await bind("127.0.0.1", 0)
-        if server is None:
+        master, err = tcp4()
+        if master is None:
+            raise OSError(f"cannot make a socket: {err}")
+        self._size(master)  # accepted connections inherit the listener's buffers
+        master.setoption("reuseaddr", True)
+        done, err = await master.bind("127.0.0.1", 0)
+        if done is None or master.listen(64)[0] is None:
+            master.close()
             raise OSError(f"cannot listen on 127.0.0.1: {err}")
+        server = cast(Server, master)  # `listen` made it a server
         self._server = server
         host, port = server.getsockname()
         assert isinstance(host, str) and isinstance(port, int)
@@ -773,21 +808,30 @@ class Loopback:
         if self._server is not None:
             self._server.close()
 
-    async def pair(self, via: tuple[str, int] | None = None) -> tuple[StreamClient, StreamClient]:
+    async def pair(self, via: tuple[str, int] | None = None) -> tuple[Client, Client]:
         """A connected `(client, accepted)` pair, connected directly or
         through the proxy listening at `via`.
 
         Raises:
             OSError: the connection could not be made within 5 s.
         """
-        if self._server is None:
+        server = self._server
+        if server is None:
             raise RuntimeError("use Loopback as an async context manager")
         host, port = via or self.address
-        client, err = await connect(host, port)
-        if client is None:
+        master, err = tcp4()
+        if master is None:
+            raise OSError(f"cannot make a socket: {err}")
+        self._size(master)
+        master.settimeout(5)
+        done, err = await master.connect(host, port)
+        client = cast(Client, master)  # `connect` made it a client
+        if done is None:
+            client.close()
             raise OSError(f"cannot connect to {host}:{port}: {err}")
-        self._server.settimeout(5)
-        accepted, err = await self._server.accept()
+        client.settimeout(None)
+        server.settimeout(5)
+        accepted, err = await server.accept()
         if accepted is None:
             client.close()
             raise OSError(f"accept failed: {err}")
