@@ -220,7 +220,9 @@ class _Scenario:
         self.check_stats = check_stats
         self.sides = {"a": a, "b": b}
         rng = self.rng
-        sizes = [rng.choice((0, 1, 100, 5000, 60_000, max_bytes // 4, max_bytes)) for _ in range(2)]
+        sizes = [
+            min(rng.choice((0, 1, 100, 5000, 60_000, max_bytes // 4, max_bytes)), max_bytes) for _ in range(2)
+        ]
         self.directions = {
             "a": _Direction("a->b", _make_data(rng, rng.randint(0, sizes[0]))),
             "b": _Direction("b->a", _make_data(rng, rng.randint(0, sizes[1]))),
@@ -476,7 +478,7 @@ class _Scenario:
             return
         if err != CLOSED:
             raise _Failed(
-                f"{d.name}: receive failed with {err!r}: only 'closed' and 'timeout' are LuaSocket's"
+                f"{d.name}: receive failed with {err!r}: LuaSocket's would be 'closed' or 'timeout'"
             )
         # The stream ended: the partial is the last of it.
         self.report.bytes_checked += len(partial)
@@ -553,7 +555,7 @@ class _Scenario:
                 return
             else:
                 raise _Failed(
-                    f"{d.name}: send failed with {err!r}: only 'closed' and 'timeout' are LuaSocket's"
+                    f"{d.name}: send failed with {err!r}: LuaSocket's would be 'closed' or 'timeout'"
                 )
         if self.check_stats and client.getstats()[1] - base != d.sent:
             raise _Failed(
@@ -873,6 +875,11 @@ class Faults:
             raise ValueError("segment must be at least 1")
         if self.delay < 0 or self.stall < 0:
             raise ValueError("delay and stall must be >= 0")
+        if self.stall_every is not None and self.stall_every < 1:
+            raise ValueError("stall_every must be at least 1")
+        for limit in (self.reset_after, self.half_close_after):
+            if limit is not None and limit < 0:
+                raise ValueError("reset_after and half_close_after must be >= 0")
 
 
 @final
@@ -1017,6 +1024,9 @@ class FaultyProxy:
             while True:
                 data = await loop.sock_recv(source, 65_536)
                 if not data:
+                    if faults.reset_after is not None and forwarded >= faults.reset_after:
+                        link.finish(reset=True)
+                        return
                     if not ended:
                         sink.shutdown(socket.SHUT_WR)  # pass the end of stream on
                     link.open_directions -= 1
@@ -1027,10 +1037,6 @@ class FaultyProxy:
                     continue
                 view = memoryview(data)
                 while view:
-                    size = len(view) if faults.segment is None else rng.randint(1, faults.segment)
-                    for limit in (faults.reset_after, faults.half_close_after):
-                        if limit is not None:
-                            size = min(size, max(limit - forwarded, 0))
                     if faults.reset_after is not None and forwarded >= faults.reset_after:
                         link.finish(reset=True)
                         return
@@ -1038,11 +1044,16 @@ class FaultyProxy:
                         sink.shutdown(socket.SHUT_WR)
                         ended = True
                         break
-                    if faults.delay:
-                        await asyncio.sleep(faults.delay)
                     if next_stall is not None and forwarded >= next_stall:
                         await asyncio.sleep(faults.stall)
                         next_stall += faults.stall_every or 0
+                    size = len(view) if faults.segment is None else rng.randint(1, faults.segment)
+                    # A piece ends where a fault begins.
+                    for limit in (faults.reset_after, faults.half_close_after, next_stall):
+                        if limit is not None:
+                            size = min(size, limit - forwarded)
+                    if faults.delay:
+                        await asyncio.sleep(faults.delay)
                     await loop.sock_sendall(sink, view[:size])
                     forwarded += size
                     view = view[size:]
