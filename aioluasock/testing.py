@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import random
 import socket
 import struct
@@ -54,6 +55,7 @@ from types import TracebackType
 from typing import Any, Final, Protocol, cast, final, overload
 
 from ._errors import CLOSED, TIMEOUT
+from ._options import OptionValue
 from ._tcp import Buffer, Client, Master, ReceiveResult, Server, tcp4
 
 __all__ = [
@@ -85,7 +87,7 @@ class StreamClient(Protocol):
     def close(self) -> int: ...
     def shutdown(self, mode: str = "both") -> int: ...
     def getstats(self) -> tuple[int, int, float]: ...
-    def setoption(self, name: str, value: Any) -> tuple[int, None] | tuple[None, str]: ...
+    def setoption(self, name: str, value: OptionValue) -> tuple[int, None] | tuple[None, str]: ...
 
 
 PairFactory = Callable[[], Awaitable[tuple[StreamClient, StreamClient]]]
@@ -148,6 +150,13 @@ _TIMEOUTS: Final = (0.0, 0.001, 0.003, 0.01, 0.03)
 _DELAYS: Final = (0.0, 0.0, 0.0005, 0.002, 0.01)
 
 
+# Four tasks make random choices at once, in an order that depends on the
+# loop's timing: each draws from its own generator, seeded from the scenario's
+# seed and its name, so that its choices replay from the seed whatever the
+# interleaving.
+_TASK_RNG: contextvars.ContextVar[random.Random] = contextvars.ContextVar("_TASK_RNG")
+
+
 class _Failed(Exception):
     """Raised inside a scenario; turned into `StreamCheckFailed` with the context."""
 
@@ -200,7 +209,7 @@ class _Direction:
 
 
 class _Scenario:
-    """One scenario over one pair; every choice comes from `rng`."""
+    """One scenario over one pair; every choice comes from its seed."""
 
     def __init__(
         self,
@@ -214,12 +223,11 @@ class _Scenario:
         disrupt: bool,
         check_stats: bool,
     ) -> None:
-        self.rng = random.Random(seed)
+        rng = random.Random(seed)
         self.seed = seed
         self.reliable = reliable
         self.check_stats = check_stats
         self.sides = {"a": a, "b": b}
-        rng = self.rng
         sizes = [
             min(rng.choice((0, 1, 100, 5000, 60_000, max_bytes // 4, max_bytes)), max_bytes) for _ in range(2)
         ]
@@ -240,6 +248,14 @@ class _Scenario:
         self.pause_budget = {"reader a": 0.05, "reader b": 0.05, "writer a": 0.05, "writer b": 0.05}
         self.interrupt_rate = rng.choice((0.0, 0.1, 0.3, 0.6))
         self.report = StreamReport(scenarios=1)
+
+    @property
+    def rng(self) -> random.Random:
+        """The random choices of the task that asks (see `_TASK_RNG`)."""
+        return _TASK_RNG.get()
+
+    def _start_task(self, name: str) -> None:
+        _TASK_RNG.set(random.Random(f"{self.seed}/{name}"))
 
     def describe(self) -> str:
         a, b = self.directions["a"], self.directions["b"]
@@ -388,6 +404,7 @@ class _Scenario:
 
     async def reader(self, side: str) -> None:
         """Receive the direction towards `side` until it ends, checking every result."""
+        self._start_task(f"reader {side}")
         other = "b" if side == "a" else "a"
         client, d = self.sides[side], self.directions[other]
         log = d.log
@@ -512,6 +529,7 @@ class _Scenario:
 
     async def writer(self, side: str) -> None:
         """Send the direction from `side`, resuming timeouts and interruptions."""
+        self._start_task(f"writer {side}")
         client, d = self.sides[side], self.directions[side]
         rng, log, data = self.rng, d.log, d.data
         base = client.getstats()[1]
