@@ -52,7 +52,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Protocol, cast, final, overload
+from typing import Any, Final, Protocol, TypeVar, cast, final, overload
 
 from ._errors import CLOSED, TIMEOUT
 from ._options import OptionValue
@@ -166,6 +166,7 @@ class _Interrupted:
 
 
 _INTERRUPTED: Final = _Interrupted()
+_E = TypeVar("_E", bound=BaseException)
 
 
 def _make_data(rng: random.Random, size: int) -> bytes:
@@ -615,7 +616,13 @@ class _Scenario:
             failure = group_error.subgroup(_Failed)
             if failure is not None:
                 raise _first(failure) from None
-            raise
+            error = group_error.subgroup(Exception)
+            if error is None:
+                raise
+            # The stream raised where it should have returned: a failure of
+            # the contract too ("I/O failures return LuaSocket error strings").
+            first = _first(error)
+            raise _Failed(f"a call raised {first!r}") from first
         for d in self.directions.values():
             # Nothing arrives that was not sent (checked once the writer
             # stopped: its count lags behind when a send's task was cancelled).
@@ -638,12 +645,11 @@ class _Scenario:
         return "\n".join(lines)
 
 
-def _first(group: BaseExceptionGroup[_Failed]) -> _Failed:
+def _first(group: BaseExceptionGroup[_E]) -> _E:
     error: BaseException = group
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
-    assert isinstance(error, _Failed)
-    return error
+    return cast(_E, error)
 
 
 def _show(data: bytes | bytearray) -> str:
@@ -722,7 +728,7 @@ async def check_pair(
             "rerun this scenario: await aioluasock.testing.check_stream("
             f"make_pair, seed={seed}, scenarios=1)",
             seed,
-        ) from None
+        ) from failure.__cause__
     finally:
         a.close()
         b.close()

@@ -252,6 +252,16 @@ class ResetIsNotClosed(Wrapper):
         return result
 
 
+class RaisesInsteadOfClosed(Wrapper):
+    """Raises where it should return "closed"."""
+
+    async def receive(self, *patterns: str | int, prefix: Buffer = b"") -> Any:
+        result = await self.inner.receive(*patterns, prefix=prefix)
+        if result[-1] == "closed":
+            raise ConnectionResetError("the peer went away")
+        return result
+
+
 class SendCountLies(Wrapper):
     """Claims one byte fewer than it sent, once (the caller sends it again)."""
 
@@ -274,6 +284,7 @@ class SendCountLies(Wrapper):
         (LineWithLFAsPartial, ""),
         (LosesBytesOnCancel, ""),
         (ResetIsNotClosed, "LuaSocket's would be 'closed' or 'timeout'"),
+        (RaisesInsteadOfClosed, "a call raised ConnectionResetError('the peer went away')"),
         (SendCountLies, ""),
     ],
 )
@@ -292,6 +303,8 @@ async def test_kit_detects_a_broken_stream(broken: type[Wrapper], complaint: str
     assert f"seed={seed}" in message
     assert f"check_stream(make_pair, seed={seed}, scenarios=1)" in message
     assert "state and last calls" in message
+    if broken is RaisesInsteadOfClosed:
+        assert isinstance(caught.value.__cause__, ConnectionResetError)  # the traceback is kept
 
 
 @pytest.mark.asyncio
