@@ -239,7 +239,11 @@ class _Scenario:
         self.interrupters = ["cancel", "asyncio.timeout"] + (["anyio.fail_after"] if use_anyio else [])
         self.disruption: tuple[str, str, float] | None = None
         if disrupt and rng.random() < 0.3:
-            self.disruption = (rng.choice(("close", "reset")), rng.choice("ab"), rng.choice(_DELAYS[1:]) * 3)
+            self.disruption = (
+                rng.choice(("close", "reset")),
+                rng.choice("ab"),
+                rng.choice((0.0, 0.0015, 0.006, 0.03)),
+            )
         self.disrupted = False
         self.limited = {"a": False, "b": False}
         self.limit_marks = {"a": 0, "b": 0}
