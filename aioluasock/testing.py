@@ -15,6 +15,9 @@ of order. Each scenario sends data both ways at once, and:
 - calls are interrupted at random moments by task cancellation,
   `asyncio.timeout` and `anyio.fail_after`; an interrupted call must have
   consumed nothing;
+- on aioluasock clients, readers and writers sometimes `select` first and
+  then call with timeout 0: a `receive(1)` after "readable" (a one-byte
+  `send` after "writable") must not say ``"timeout"``;
 - some scenarios end early: a task other than the reader's closes a client, or
   a client resets its connection (``SO_LINGER`` 0). Then what each side got
   must be a prefix of what was sent;
@@ -56,6 +59,7 @@ from typing import Any, Final, Protocol, TypeVar, cast, final, overload
 
 from ._errors import CLOSED, TIMEOUT
 from ._options import OptionValue
+from ._select import select
 from ._tcp import Buffer, Client, Master, ReceiveResult, Server, tcp4
 
 __all__ = [
@@ -345,6 +349,14 @@ class _Scenario:
             self.limit_marks[side] += 1
         return self.limit_marks[side] if self.limited[side] else -self.limit_marks[side] - 1
 
+    def _poll_mode(self, side: str) -> None:
+        """Timeout 0 on `side`'s client (a limit, for `_may_time_out`)."""
+        self.limited[side] = True
+        self.limit_marks[side] += 1
+        client = self.sides[side]
+        client.settimeout(0, "b")
+        client.settimeout(None, "t")
+
     def _may_time_out(self, side: str, mark: int) -> bool:
         return mark >= 0 or self.limit_marks[side] != -mark - 1
 
@@ -418,6 +430,11 @@ class _Scenario:
         prefix = b""
         mark = 0
         while True:
+            if not pending and isinstance(client, Client) and self.rng.random() < 0.1:
+                await self._select_then_receive(client, d, side)
+                if d.reader_done:
+                    return
+                continue
             if not pending:
                 pending = self._patterns()
                 prefix = b""
@@ -462,6 +479,52 @@ class _Scenario:
                 if patterns[-1] == "*a":
                     await self._ended(client, d, "end of stream")
                     return
+
+    async def _select_then_receive(self, client: Client, d: _Direction, side: str) -> None:
+        """The LuaSocket idiom: `select` for reading, then `receive(1)` with
+        timeout 0, which must not say "timeout" when `select` said readable."""
+        limit = self.rng.choice((0.0, 0.005, 0.05))
+        readable, _, err = await select([client], None, limit)
+        d.log.append(f"select([client], None, {limit}) -> {len(readable)} readable, {err!r}")
+        if client not in readable:
+            return  # nothing to conclude from a timeout: the bytes may be on their way
+        self._poll_mode(side)
+        data, err = await client.receive(1)
+        d.log.append(f"  receive(1) -> {_show_result((data, err))}")
+        if err == TIMEOUT:
+            raise _Failed(f"{d.name}: select said readable, then receive(1) with timeout 0 said 'timeout'")
+        if err is not None and err != CLOSED:
+            raise _Failed(
+                f"{d.name}: receive failed with {err!r}: LuaSocket's would be 'closed' or 'timeout'"
+            )
+        self.report.bytes_checked += len(data)
+        self._check_bytes(d, data, "receive(1) after select")
+        if err == CLOSED:
+            await self._ended(client, d, "'closed'")
+
+    async def _select_then_send(self, client: Client, d: _Direction, side: str) -> bool:
+        """`select` for writing, then one byte with timeout 0, which the
+        client must take when `select` said writable. True when the stream
+        is closed."""
+        limit = self.rng.choice((0.0, 0.005, 0.05))
+        _, writable, err = await select(None, [client], limit)
+        d.log.append(f"select(None, [client], {limit}) -> {len(writable)} writable, {err!r}")
+        if client not in writable:
+            return False
+        self._poll_mode(side)
+        before = client.getstats()[1]
+        count, err = await client.send(d.data[d.sent : d.sent + 1])
+        d.log.append(f"  send(1 byte) -> {(count, err)!r}")
+        if client.getstats()[1] - before != count or count not in (0, 1):
+            raise _Failed(f"{d.name}: send(1 byte) returned {(count, err)!r}")
+        d.sent += count
+        if err == TIMEOUT:
+            raise _Failed(f"{d.name}: select said writable, then send(1 byte) with timeout 0 said 'timeout'")
+        if err is not None and err != CLOSED:
+            raise _Failed(f"{d.name}: send failed with {err!r}: LuaSocket's would be 'closed' or 'timeout'")
+        if err == CLOSED and self.reliable and not self.disrupted:
+            raise _Failed(f"{d.name}: send failed with 'closed' on a stream nobody closed")
+        return err == CLOSED
 
     def _check_result(self, d: _Direction, pattern: str | int, value: bytes) -> None:
         self.report.bytes_checked += len(value)
@@ -519,11 +582,7 @@ class _Scenario:
             missing = d.data[d.cursor :]
             if missing and not (d.loose_crs and not missing.strip(b"\r")):
                 raise _Failed(f"{d.name}: the reader saw {how} after {d.cursor} of {len(d.data)} bytes")
-        side = "a" if client is self.sides["a"] else "b"
-        self.limited[side] = True
-        self.limit_marks[side] += 1
-        client.settimeout(0, "b")
-        client.settimeout(None, "t")
+        self._poll_mode("a" if client is self.sides["a"] else "b")
         after = await client.receive(1)
         if after != (b"", CLOSED):
             raise _Failed(
@@ -540,6 +599,10 @@ class _Scenario:
         base = client.getstats()[1]
         while d.sent < len(data):
             await self._pause("writer", side)
+            if isinstance(client, Client) and rng.random() < 0.1:
+                if await self._select_then_send(client, d, side):
+                    return
+                continue
             size = rng.choice((1, 3, 64, 1400, 9000, 65_536, 300_000))
             chunk = data[d.sent : d.sent + rng.randint(1, size)]
             pieces: list[bytes | bytearray] = [chunk]

@@ -308,6 +308,20 @@ async def test_kit_detects_a_broken_stream(broken: type[Wrapper], complaint: str
 
 
 @pytest.mark.asyncio
+async def test_kit_detects_a_select_that_lies(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A select that says "readable" at once: the receive(1) with timeout 0
+    # that follows finds nothing.
+    async def lying_select(recvt: Any, sendt: Any, timeout: float | None = None) -> Any:
+        await asyncio.sleep(0)
+        return list(recvt or []), list(sendt or []), None
+
+    monkeypatch.setattr(kit, "select", lying_select)
+    async with Loopback() as loopback:
+        with pytest.raises(StreamCheckFailed, match="select said readable"):
+            await check_stream(loopback.pair, seed=40, scenarios=60, max_bytes=20_000, disrupt=False)
+
+
+@pytest.mark.asyncio
 async def test_a_failure_reruns_from_its_seed() -> None:
     async with Loopback() as loopback:
 
