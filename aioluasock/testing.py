@@ -76,7 +76,14 @@ __all__ = [
 
 class StreamClient(Protocol):
     """What the kit needs of a stream: `Client`'s methods (a `Client`, or a
-    wrapper of one that gives the same contract)."""
+    wrapper of one that gives the same contract).
+
+    The kit ends each direction with ``shutdown("send")``, so the stream must
+    have a half-close (the peer's receive sees the end while it still sends);
+    it reads `getstats` to learn how much a cancelled `send` handed over (and
+    checks both counters unless ``check_stats=False``); and it resets with
+    ``setoption("linger", {"on": True, "timeout": 0})`` then `close`.
+    """
 
     @overload
     async def receive(
