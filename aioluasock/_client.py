@@ -48,7 +48,11 @@ class ClientBase(ReceivePath, TlsPath):
                 # A TLS transport has no half-close (asyncio and uvloop): our
                 # sends stop, and the peer sees the end of stream at close.
                 if transport.can_write_eof():
-                    transport.write_eof()
+                    # asyncio's write_eof raises ENOTCONN when the peer has
+                    # reset the connection since its FIN; LuaSocket's
+                    # shutdown returns 1 whatever the system call said.
+                    with contextlib.suppress(OSError):
+                        transport.write_eof()
             if proto is not None:
                 proto.wake_writer()
                 proto.notify()  # a select waiting to write: send now fails at once

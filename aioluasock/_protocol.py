@@ -9,6 +9,7 @@ reads past a high-water mark, and records how the stream ended.
 from __future__ import annotations
 
 import asyncio
+import errno
 import threading
 from typing import Final, cast, final
 
@@ -210,7 +211,13 @@ class StreamProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.error is None:
-            self.error = os_error_text(exc) if isinstance(exc, OSError) else CLOSED
+            if isinstance(exc, OSError) and exc.errno == errno.ENOTCONN:
+                # uvloop's write_eof (our shutdown("send")) on a connection
+                # the peer has reset since its FIN: the connection is gone,
+                # which LuaSocket's recv and send report as "closed".
+                self.error = CLOSED
+            else:
+                self.error = os_error_text(exc) if isinstance(exc, OSError) else CLOSED
         self.wake_reader()
         self.wake_writer()
         self.notify()

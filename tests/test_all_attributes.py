@@ -7,6 +7,7 @@ besides submodules.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 import types
@@ -111,6 +112,16 @@ PUBLIC_SUBMODULES = {
         "dgram",
         "stream",
     ),
+    "testing": (
+        "Faults",
+        "FaultyProxy",
+        "Loopback",
+        "StreamCheckFailed",
+        "StreamClient",
+        "StreamReport",
+        "check_pair",
+        "check_stream",
+    ),
 }
 
 
@@ -122,16 +133,44 @@ def test_submodules_outside_all_are_private_or_public_by_name() -> None:
 
 
 def test_public_submodules_export_exactly_their_names() -> None:
-    import aioluasock.interop
-
     for name, expected in PUBLIC_SUBMODULES.items():
         if expected is None:
             continue
-        module = getattr(aioluasock, name)
+        module = importlib.import_module(f"aioluasock.{name}")
+        assert getattr(aioluasock, name) is module
         assert isinstance(module.__all__, list | tuple)
         assert set(module.__all__) == set(expected), name
         for attribute in expected:
-            assert getattr(module, attribute) is not None, (name, attribute)
+            value = getattr(module, attribute)
+            assert value is not None, (name, attribute)
+            # Documented: every public name of a public submodule says its contract.
+            assert inspect.getdoc(value), (name, attribute)
+        strays = {
+            attribute
+            for attribute, value in vars(module).items()
+            if not attribute.startswith("_")
+            and attribute not in expected
+            and getattr(value, "__module__", None) == module.__name__
+        }
+        assert strays == set(), name  # nothing public defined there but what it exports
+
+
+def test_testing_kit_is_not_imported_by_the_package() -> None:
+    # The kit is for tests: `import aioluasock` must not pay for it.
+    import subprocess
+    import sys
+
+    code = "import sys, aioluasock; print('aioluasock.testing' in sys.modules, 'hypothesis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_coroutine_functions_of_the_testing_kit() -> None:
+    import aioluasock.testing
+
+    assert inspect.iscoroutinefunction(aioluasock.testing.check_pair)
+    assert inspect.iscoroutinefunction(aioluasock.testing.check_stream)
+    assert inspect.iscoroutinefunction(aioluasock.testing.Loopback.pair)
 
 
 def test_star_import_gives_exactly_all() -> None:
