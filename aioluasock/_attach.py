@@ -9,8 +9,11 @@ more before its result reaches the caller, on every accepted connection.
 `accept` or `connect`) creates the transport; the rest (waiting for
 `connection_made`) finishes in a done callback, and whoever needs the
 transport up (`send`, a `receive` with no timeout after an accept) awaits
-`Attach.wait()`. Measured against a task when it was introduced: the accept
-rate went from 0.55x to 0.75x the hand-written line Protocol (uvloop).
+`Attach.wait()`. It came with the other accept work (no enum conversions,
+the listener's reader kept between accepts) that together took the
+connection rate from 0.55x to 0.75x of the hand-written line Protocol
+(uvloop, this project's benchmarks); a task per attach is the simpler design
+it replaced, at three loop iterations per connection.
 
 The coroutine must be run to its end (closing it half-way closes the
 transport), and what it raises must reach someone: the waiters, or the
