@@ -7,8 +7,12 @@ Use it as LuaSocket's `socket` table::
     server, err = await socket.bind("127.0.0.1", 0)
     client, err = await server.accept()
     line, err = await client.receive("*l")
+
+`IMPLEMENTATION` says whether the compiled accelerator runs (``"compiled"``)
+or the pure-Python modules (``"pure"``; see `AIOLUASOCK_NO_EXTENSIONS`).
 """
 
+from ._accel import IMPLEMENTATION as IMPLEMENTATION
 from ._errors import BusyError as BusyError
 from ._errors import Error as Error
 from ._errors import newtry as newtry
@@ -37,6 +41,7 @@ from ._udp import udp6 as udp6
 __version__ = "0.1.0"
 
 __all__ = (
+    "IMPLEMENTATION",
     "BusyError",
     "Client",
     "Error",

@@ -482,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers={name: server.label for name, server in servers.items()},
     )
     print(
-        f"aioluasock benchmarks ({meta['mode']}): load generator {loadgen_kind}, "
+        f"aioluasock benchmarks ({meta['mode']}, {meta['implementation']} implementation): "
+        f"load generator {loadgen_kind}, "
         f"server on cores {meta['server_cores']}, load on {meta['loadgen_cores']}"
     )
 
