@@ -7,8 +7,16 @@ Use it as LuaSocket's `socket` table::
     server, err = await socket.bind("127.0.0.1", 0)
     client, err = await server.accept()
     line, err = await client.receive("*l")
+
+`IMPLEMENTATION` says whether the compiled accelerator runs (``"compiled"``)
+or the pure-Python modules (``"pure"``; see `AIOLUASOCK_NO_EXTENSIONS`).
 """
 
+# First: with AIOLUASOCK_NO_EXTENSIONS set, `_accel` puts the pure modules in
+# place before anything imports the compiled ones.
+from ._accel import IMPLEMENTATION as IMPLEMENTATION
+
+# isort: split
 from . import unix as unix
 from ._errors import BusyError as BusyError
 from ._errors import Error as Error
@@ -39,6 +47,7 @@ from ._workers import run_workers as run_workers
 __version__ = "0.1.0"
 
 __all__ = (
+    "IMPLEMENTATION",
     "BusyError",
     "Client",
     "Error",

@@ -381,6 +381,8 @@ def machine_info(loadgen_kind: str) -> dict[str, Any]:
         "os": platform.platform(terse=True),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "aioluasock": aioluasock.__version__,
+        # The servers are subprocesses with this environment: the same implementation.
+        "implementation": aioluasock.IMPLEMENTATION,
         "git": (commit or "?") + (" (working tree changes in aioluasock/)" if dirty else ""),
         "uvloop": package("uvloop"),
         "libuv": _libuv_version(),

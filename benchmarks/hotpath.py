@@ -207,6 +207,7 @@ async def run_all(lines: int, profile: bool, only: str | None = None, repeats: i
     for _ in range(repeats):  # interleaved repeats; the best is the least disturbed
         for name, make in variants:
             results[name].append(await make())
+    print(f"aioluasock implementation: {socket.IMPLEMENTATION}")
     for name, values in results.items():
         print(f"{loop_name:8s} {name:20s} {min(values):6.2f} us/line (best of {len(values)})")
     if profile:

@@ -285,7 +285,8 @@ def markdown(results: Results, plot_name: str | None) -> str:
         f"load generator on core {meta['loadgen_cores']} |",
         f"| OS | {meta['os']} (kernel {meta['kernel']}) |",
         f"| Python | {meta['python']} |",
-        f"| aioluasock | {meta['aioluasock']} (git {meta['git']}) |",
+        f"| aioluasock | {meta['aioluasock']} (git {meta['git']}), "
+        f"{meta.get('implementation', 'pure')} implementation |",
         f"| loops | asyncio (stdlib), uvloop {meta['uvloop']} (libuv {meta.get('libuv')}) |",
         f"| Lua | {meta.get('lua')}, {meta.get('luasocket')}, {meta.get('copas')}; lupa {meta.get('lupa')} |",
         f"| load generator | {meta['loadgen']}; {meta.get('cc') or 'no C compiler'} |",
@@ -485,7 +486,8 @@ def plot(results: Results, path: Path) -> bool:
         ax.axis("off")
     meta = results.meta
     fig.suptitle(
-        f"aioluasock {meta['aioluasock']} benchmarks, {meta['date']}: {meta['cpu']} ({meta['cores']} cores), "
+        f"aioluasock {meta['aioluasock']} ({meta.get('implementation', 'pure')}) benchmarks, "
+        f"{meta['date']}: {meta['cpu']} ({meta['cores']} cores), "
         f"{meta['python']}, uvloop {meta['uvloop']}; medians of {meta['rounds']} rounds, whiskers min-max",
         fontsize=10,
     )

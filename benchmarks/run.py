@@ -92,6 +92,16 @@ def all_servers(c_echo: Path | None) -> dict[str, Server]:
             variant=True,
         ),
     ]
+    # The pure-Python modules of the same install, beside the compiled
+    # accelerator (when it is built, `aioluasock-uvloop` runs it).
+    servers.append(
+        Server(
+            "aioluasock-pure-uvloop",
+            "aioluasock, uvloop, pure Python (AIOLUASOCK_NO_EXTENSIONS=1)",
+            lambda bulk: ["env", "AIOLUASOCK_NO_EXTENSIONS=1", *_python_server("aioluasock", "uvloop")(bulk)],
+            variant=True,
+        )
+    )
     lua = shutil.which("lua5.4")
     copas = harness.SERVERS_DIR / "copas_echo.lua"
     if lua is not None:
@@ -482,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers={name: server.label for name, server in servers.items()},
     )
     print(
-        f"aioluasock benchmarks ({meta['mode']}): load generator {loadgen_kind}, "
+        f"aioluasock benchmarks ({meta['mode']}, {meta['implementation']} implementation): "
+        f"load generator {loadgen_kind}, "
         f"server on cores {meta['server_cores']}, load on {meta['loadgen_cores']}"
     )
 
@@ -492,7 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         todo = [scenario for scenario in todo if scenario.name in only]
     plan = []
     for scenario in todo:
-        default = [name for name, server in servers.items() if not server.variant]
+        # Variants run where a scenario names them, or when --servers does.
+        default = [name for name, server in servers.items() if not server.variant or options.servers]
         names = [name for name in (scenario.servers or default) if name in servers]
         plan.append((scenario, [servers[name] for name in names]))
     memory_servers = [

@@ -48,6 +48,8 @@ EXPECTED = {
     "UdpUnconnected",
     "UdpConnected",
     "__version__",
+    # "compiled" or "pure": which implementation of the hot path runs
+    "IMPLEMENTATION",
 }
 
 COROUTINE_FUNCTIONS = {"bind", "connect", "select", "serve", "sleep"}
@@ -181,7 +183,10 @@ def test_star_import_gives_exactly_all() -> None:
 
 
 def test_kinds_of_names() -> None:
-    assert COROUTINE_FUNCTIONS | PLAIN_FUNCTIONS | CLASSES | EXCEPTIONS | {"__version__"} == EXPECTED
+    assert (
+        COROUTINE_FUNCTIONS | PLAIN_FUNCTIONS | CLASSES | EXCEPTIONS | {"__version__", "IMPLEMENTATION"}
+        == EXPECTED
+    )
     for name in COROUTINE_FUNCTIONS:
         # Every call that can block is a coroutine (DESIGN.md).
         assert inspect.iscoroutinefunction(getattr(aioluasock, name)), name
@@ -215,8 +220,13 @@ def test_blocking_methods_are_coroutines() -> None:
             assert not inspect.iscoroutinefunction(getattr(cls, method)), (cls, method)
 
 
+def test_implementation() -> None:
+    # Which one runs is tested in test_accel.py.
+    assert aioluasock.IMPLEMENTATION in ("compiled", "pure")
+
+
 def test_public_names_have_docstrings() -> None:
     for name in aioluasock.__all__:
-        if name == "__version__":
+        if name in ("__version__", "IMPLEMENTATION"):
             continue
         assert inspect.getdoc(getattr(aioluasock, name)), name
