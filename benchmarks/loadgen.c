@@ -21,9 +21,10 @@
  *             take turns, evenly spread), and the echoes are checked.
  *
  * `count=N` ends the measured phase early once N requests (connrate: cycles)
- * were counted. `drain=S` (pingpong) waits up to S seconds after "END" for the
- * replies still owed, sending nothing new: then "unanswered" (requests without
- * their whole reply on connections still open) is 0 when every echo came back;
+ * were counted. `drain=S` (pingpong, slow) waits up to S seconds at the end for
+ * the replies still owed, sending nothing new: then "unanswered" (connections
+ * still open that miss part of an echo: pingpong, of the current request;
+ * slow, of a complete line sent) is 0 when every echo came back;
  * "requests" and "replies" count the whole run, setup and warm-up included.
  *
  * Every mode first connects all its connections (at most 64 connecting at a
@@ -490,6 +491,29 @@ int main(int argc, char **argv) {
             phase = PHASE_DONE;
         }
     }
+    /* drain: nothing new is sent (phase DONE); wait for the replies still owed
+     * (pingpong: the current request's; slow: every complete line's echo) */
+    uint64_t drain_end = now_ns() + (uint64_t)(drain * 1e9);
+    long unanswered = 0;
+    for (;;) {
+        unanswered = 0;
+        for (long k = 0; k < nconns; k++) {
+            conn_t *c = &conns[k];
+            if (c->fd < 0) continue;
+            if (mode == MODE_PINGPONG && c->recvd < (uint64_t)size) unanswered++;
+            if (mode == MODE_SLOW && c->recvd < c->sent / (uint64_t)size * (uint64_t)size) unanswered++;
+        }
+        if (unanswered == 0 || now_ns() >= drain_end) break;
+        int n = epoll_wait(ep, evs, 512, 10);
+        if (n < 0 && errno != EINTR) die("epoll_wait");
+        for (int i = 0; i < n; i++) {
+            conn_t *c = evs[i].data.ptr;
+            if (c == NULL) continue;  /* stdin */
+            uint32_t e = evs[i].events;
+            if (c->fd >= 0 && (e & EPOLLOUT)) on_writable(c);
+            if (c->fd >= 0 && (e & (EPOLLIN | EPOLLERR | EPOLLHUP))) on_readable(c);
+        }
+    }
     if (mode == MODE_IDLE) {
         printf("{\"mode\": \"idle\", \"conns\": %ld, \"established\": %llu, \"connect_errors\": %llu}\n",
                nconns, (unsigned long long)established, (unsigned long long)connect_errors);
@@ -500,28 +524,10 @@ int main(int argc, char **argv) {
         for (long k = 0; k < nconns; k++)
             if (conns[k].recvd > (uint64_t)size) echoed += conns[k].recvd - (uint64_t)size;
         printf("{\"mode\": \"slow\", \"conns\": %ld, \"established\": %llu, \"connect_errors\": %llu, "
-               "\"errors\": %llu, \"bytes_sent\": %llu, \"bytes_echoed\": %llu}\n",
+               "\"errors\": %llu, \"bytes_sent\": %llu, \"bytes_echoed\": %llu, \"unanswered\": %ld}\n",
                nconns, (unsigned long long)established, (unsigned long long)connect_errors,
-               (unsigned long long)errors, (unsigned long long)slow_sent, (unsigned long long)echoed);
+               (unsigned long long)errors, (unsigned long long)slow_sent, (unsigned long long)echoed, unanswered);
         return 0;
-    }
-    /* drain: no new request (phase DONE), wait for the replies still owed */
-    uint64_t drain_end = now_ns() + (uint64_t)(drain * 1e9);
-    long unanswered = 0;
-    for (;;) {
-        unanswered = 0;
-        if (mode == MODE_PINGPONG)
-            for (long k = 0; k < nconns; k++)
-                if (conns[k].fd >= 0 && conns[k].recvd < (uint64_t)size) unanswered++;
-        if (unanswered == 0 || now_ns() >= drain_end) break;
-        int n = epoll_wait(ep, evs, 512, 10);
-        if (n < 0 && errno != EINTR) die("epoll_wait");
-        for (int i = 0; i < n; i++) {
-            conn_t *c = evs[i].data.ptr;
-            uint32_t e = evs[i].events;
-            if (c->fd >= 0 && (e & EPOLLOUT)) on_writable(c);
-            if (c->fd >= 0 && (e & (EPOLLIN | EPOLLERR | EPOLLHUP))) on_readable(c);
-        }
     }
     double secs = (double)(measure_end - measure_start) / 1e9;
     if (mode == MODE_STREAM) count = bytes_measured / (uint64_t)size;
