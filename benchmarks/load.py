@@ -29,7 +29,6 @@ benchmarks/results/load.json (quick: load-quick.json) and a table is printed.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import math
 import os
@@ -88,13 +87,13 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     crowd=1000,
-    crowd_duration=1.0,
+    crowd_duration=0.5,
     cycles=5000,
     flood_bytes=10 * MB,
     flood_stall=0.5,
     slow_clients=200,
     slow_interval=0.5,
-    latency_duration=1.0,
+    latency_duration=0.5,
     latency_rounds=1,
 )
 
@@ -120,6 +119,7 @@ def _leaks(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return {
         "fds_before": before["fds"],
         "fds_after": after["fds"],
+        "rss_after": after["rss"],
         "clients_after": after["clients"],
         "pending_tasks": after["pending"],
     }
@@ -160,6 +160,8 @@ def crowd(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
         "unanswered": data.get("unanswered"),
         "echo_errors": data.get("errors"),
         "echoes_per_s": data.get("rate"),
+        "server_cpu": load.server_cpu,
+        "loadgen_cpu": data.get("loadgen_cpu"),
         "p99_us": data.get("p99_us"),
         "rss_before": before["rss"],
         "rss_loaded": load.server_rss_end,
@@ -192,6 +194,9 @@ def cycles(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
     return {
         "cycles": data.get("count"),
         "cycles_per_s": data.get("rate"),
+        "server_cpu": load.server_cpu,
+        "loadgen_cpu": data.get("loadgen_cpu"),
+        "rss_before": before["rss"],
         "echo_errors": data.get("errors"),
         "connect_errors": data.get("connect_errors"),
         "handled": after["handled"] - before["handled"],
@@ -275,56 +280,74 @@ def flood(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
 
 
 def slow(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
-    """One normal client's p99 echo latency, idle and among slow clients."""
+    """One normal client's echo latency, idle and among slow clients, in
+    alternating rounds (idle, loaded, idle, loaded...) after an unmeasured one."""
     server = ctx.start(loop, "echo")
-    idle_p99: list[float] = []
-    loaded_p99: list[float] = []
-    summary: dict[str, Any] = {}
+    idle: list[tuple[float, float]] = []  # (p50, p99) of each round
+    loaded: list[tuple[float, float]] = []
+    slow_totals = {"bytes_sent": 0, "bytes_echoed": 0, "unanswered": 0, "errors": 0}
+    established: list[int] = []
     errors: list[str] = []
-    options: dict[str, int | float] = {"conns": 1, "size": 64, "duration": sizes.latency_duration, "warmup": 0.2}
+    options: dict[str, int | float] = {
+        "conns": 1,
+        "size": 64,
+        "duration": sizes.latency_duration,
+        "warmup": 0.2,
+    }
 
-    def measure(into: list[float]) -> None:
+    def measure(into: list[tuple[float, float]] | None) -> None:
+        run_options = options if into is not None else {**options, "duration": 0.3}
         load = harness.run_load(
-            ctx.loadgen, "pingpong", server, ctx.load_cpus, options, timeout=60 + sizes.latency_duration
+            ctx.loadgen, "pingpong", server, ctx.load_cpus, run_options, timeout=60 + sizes.latency_duration
         )
         if load.error:
             errors.append(load.error)
-        elif load.data.get("count"):
-            into.append(float(load.data["p99_us"]))
+        elif into is not None and load.data.get("count"):
+            into.append((float(load.data["p50_us"]), float(load.data["p99_us"])))
 
     try:
         harness.prime(server.port)
         time.sleep(0.2)
         before = server.ask("mark")
+        measure(None)  # unmeasured: the first run of a fresh server is slower
         for _ in range(sizes.latency_rounds):
-            measure(idle_p99)
-        with harness.idle_connections(
-            ctx.loadgen,
-            server,
-            ctx.load_cpus,
-            sizes.slow_clients,
-            mode="slow",
-            options={"size": 4, "interval": sizes.slow_interval, "drain": 5},
-            summary=summary,
-        ) as established:
-            time.sleep(sizes.slow_interval)  # every slow client sent a byte
-            for _ in range(sizes.latency_rounds):
-                measure(loaded_p99)
+            measure(idle)
+            summary: dict[str, Any] = {}
+            with harness.idle_connections(
+                ctx.loadgen,
+                server,
+                ctx.load_cpus,
+                sizes.slow_clients,
+                mode="slow",
+                options={"size": 4, "interval": sizes.slow_interval, "drain": 5},
+                summary=summary,
+            ) as count:
+                established.append(count)
+                time.sleep(sizes.slow_interval)  # every slow client sent a byte
+                measure(loaded)
+            for key in slow_totals:
+                slow_totals[key] += int(summary.get(key, 0))
         after = server.ask("settle 30", timeout=40)
     finally:
         server.stop()
-    idle = statistics.median(idle_p99) if idle_p99 else math.nan
-    loaded = statistics.median(loaded_p99) if loaded_p99 else math.nan
+
+    def median(points: list[tuple[float, float]], index: int) -> float:
+        return statistics.median(point[index] for point in points) if points else math.nan
+
+    idle_p99, loaded_p99 = median(idle, 1), median(loaded, 1)
     return {
         "slow_clients": sizes.slow_clients,
-        "established": established,
-        "slow_bytes_sent": summary.get("bytes_sent"),
-        "slow_bytes_echoed": summary.get("bytes_echoed"),
-        "slow_unanswered": summary.get("unanswered"),
-        "echo_errors": summary.get("errors"),
-        "idle_p99_us": idle,
-        "loaded_p99_us": loaded,
-        "ratio": loaded / idle if idle else math.nan,
+        "rounds": sizes.latency_rounds,
+        "established": min(established, default=0),
+        "slow_bytes_sent": slow_totals["bytes_sent"],
+        "slow_bytes_echoed": slow_totals["bytes_echoed"],
+        "slow_unanswered": slow_totals["unanswered"],
+        "echo_errors": slow_totals["errors"],
+        "idle_p50_us": median(idle, 0),
+        "loaded_p50_us": median(loaded, 0),
+        "idle_p99_us": idle_p99,
+        "loaded_p99_us": loaded_p99,
+        "ratio": loaded_p99 / idle_p99 if idle_p99 else math.nan,
         "ratio_bound": SLOW_RATIO_BOUND,
         "error": "; ".join(errors) or None,
         **_leaks(before, after),
@@ -353,7 +376,12 @@ def run(
                 record = scenario(ctx, loop, sizes)
             except (RuntimeError, OSError) as exc:
                 record = {"error": f"{type(exc).__name__}: {exc}"}
-            record = {"scenario": name, "loop": loop, **record, "elapsed_s": round(time.monotonic() - started, 2)}
+            record = {
+                "scenario": name,
+                "loop": loop,
+                **record,
+                "elapsed_s": round(time.monotonic() - started, 2),
+            }
             records.append(record)
             print(f"  {name} on {loop}: {summary(record)}", flush=True)
     return records
@@ -375,6 +403,11 @@ def summary(record: dict[str, Any]) -> str:
     """One line about one record."""
     if record.get("error") and len(record) <= 4:
         return f"ERROR {record['error']}"
+    error = f"  [{record['error']}]" if record.get("error") else ""
+    return f"{_result_text(record)}; {_leak_text(record)}{error}"
+
+
+def _result_text(record: dict[str, Any]) -> str:
     name = record["scenario"]
     if name == "crowd":
         text = (
@@ -386,11 +419,13 @@ def summary(record: dict[str, Any]) -> str:
     elif name == "cycles":
         text = (
             f"{_num(record['cycles'])} cycles at {_num(record['cycles_per_s'])}/s, "
-            f"{_num(record['echo_errors'])} wrong echoes"
+            f"{_num(record['echo_errors'])} wrong echoes, "
+            f"RSS {(record['rss_after'] - record['rss_before']) / MB:+.2f} MB after them"
         )
     elif name == "flood":
         text = (
-            f"{record['accepted_bytes'] / MB:.1f} of {record['flood_bytes'] / MB:.0f} MB accepted by the kernel, "
+            f"{record['accepted_bytes'] / MB:.1f} of {record['flood_bytes'] / MB:.0f} MB "
+            "accepted by the kernel, "
             f"RSS +{record['rss_growth'] / MB:.2f} MB (bound {record['rss_bound'] / MB:.0f} MB), "
             f"{record['received'] / MB:.1f} MB read afterwards"
         )
@@ -399,19 +434,21 @@ def summary(record: dict[str, Any]) -> str:
             f"{record['established']}/{record['slow_clients']} slow clients "
             f"({_num(record['slow_bytes_echoed'])}/{_num(record['slow_bytes_sent'])} bytes echoed, "
             f"{_num(record['slow_unanswered'])} unanswered, {_num(record['echo_errors'])} wrong), "
+            f"p50 idle {_num(record['idle_p50_us'])} us, loaded {_num(record['loaded_p50_us'])} us; "
             f"p99 idle {_num(record['idle_p99_us'])} us, loaded {_num(record['loaded_p99_us'])} us, "
             f"x{_num(record['ratio'], '.2f')}"
         )
-    error = f"  [{record['error']}]" if record.get("error") else ""
-    return f"{text}; {_leak_text(record)}{error}"
+    return text
 
 
 def table(records: Sequence[dict[str, Any]]) -> str:
     """The results as a Markdown table."""
     lines = ["| scenario | loop | result | leaks after |", "|---|---|---|---|"]
     for record in records:
-        text = summary(record)
-        result, _, leaks = text.partition("; ")
+        if record.get("error"):
+            result, leaks = summary(record), ""
+        else:
+            result, leaks = _result_text(record), _leak_text(record)
         lines.append(f"| {record['scenario']} | {record['loop']} | {result} | {leaks} |")
     return "\n".join(lines)
 
@@ -420,7 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes, short runs (< 60 s for both loops)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes, short runs (< 60 s for both loops)"
+    )
     parser.add_argument("--loop", choices=LOOPS, default=None, help="one loop only (default: both)")
     parser.add_argument("--only", default=None, help="comma-separated scenarios: " + ",".join(SCENARIOS))
     parser.add_argument("--out", type=Path, default=harness.HERE / "results", help="output directory")
