@@ -125,6 +125,12 @@ def _leaks(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _per_op(cpu: float, rate: float | None) -> float:
+    """Server CPU microseconds per operation: steadier than the rate on a
+    shared machine, where the server gets only part of its core."""
+    return cpu / rate * 1e6 if rate else math.nan
+
+
 def crowd(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
     """N connections echoing at once: every echo back, RSS per connection."""
     server = ctx.start(loop, "echo")
@@ -161,6 +167,7 @@ def crowd(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
         "echo_errors": data.get("errors"),
         "echoes_per_s": data.get("rate"),
         "server_cpu": load.server_cpu,
+        "server_cpu_us_per_echo": _per_op(load.server_cpu, data.get("rate")),
         "loadgen_cpu": data.get("loadgen_cpu"),
         "p99_us": data.get("p99_us"),
         "rss_before": before["rss"],
@@ -195,6 +202,7 @@ def cycles(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
         "cycles": data.get("count"),
         "cycles_per_s": data.get("rate"),
         "server_cpu": load.server_cpu,
+        "server_cpu_us_per_cycle": _per_op(load.server_cpu, data.get("rate")),
         "loadgen_cpu": data.get("loadgen_cpu"),
         "rss_before": before["rss"],
         "echo_errors": data.get("errors"),
@@ -414,11 +422,14 @@ def _result_text(record: dict[str, Any]) -> str:
             f"{record['established']:,}/{record['connections']:,} connections, "
             f"{_num(record['replies'])}/{_num(record['requests'])} echoes back "
             f"({_num(record['unanswered'])} unanswered, {_num(record['echo_errors'])} wrong), "
-            f"{_num(record['echoes_per_s'])} echoes/s, RSS {_num(record['rss_per_conn'])} B/conn"
+            f"{_num(record['echoes_per_s'])} echoes/s "
+            f"({_num(record['server_cpu_us_per_echo'], '.1f')} us server CPU each), "
+            f"RSS {_num(record['rss_per_conn'])} B/conn"
         )
     elif name == "cycles":
         text = (
-            f"{_num(record['cycles'])} cycles at {_num(record['cycles_per_s'])}/s, "
+            f"{_num(record['cycles'])} cycles at {_num(record['cycles_per_s'])}/s "
+            f"({_num(record['server_cpu_us_per_cycle'], '.0f')} us server CPU each), "
             f"{_num(record['echo_errors'])} wrong echoes, "
             f"RSS {(record['rss_after'] - record['rss_before']) / MB:+.2f} MB after them"
         )
