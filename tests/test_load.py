@@ -4,7 +4,7 @@ that are not timings.
 On each loop, against a fresh `aioluasock.serve` server process per scenario
 (its memory is not the test runner's): 1,000 connections echoing at once get
 every echo back; 5,000 connect/echo/close cycles leave the server's descriptor
-count as it was and no task pending; a 10 MB flood into a handler that does
+count as it was and no task pending; a 50 MB flood into a handler that does
 not read grows the server's RSS by less than 10 MB, and every byte the kernel
 accepted is read afterwards; 200 slow clients get every echo back. Latency
 (idle and loaded p99) is printed, never asserted.
