@@ -18,7 +18,7 @@ generator on another:
   stops reading at its high-water mark; the rest waits in the kernel), then the
   handler reads and must count every byte the kernel accepted.
 - ``slow``: 2,000 slow clients (quick 200), each sending one byte every 0.5 s
-  (4-byte lines: an echo every 2 s, checked), and one normal client's p99 echo
+  (4-byte lines, quick 2: an echo every 2 s, checked), and one normal client's p99 echo
   latency without and with them (their ratio is reported, never asserted).
 
 Each scenario also reports the server's descriptors and pending tasks after
@@ -72,6 +72,9 @@ class Sizes:
     """Seconds without progress after which the flooding client stops trying."""
     slow_clients: int
     slow_interval: float
+    slow_line: int
+    """Bytes per line of a slow client (LF included): an echo every
+    `slow_line * slow_interval` seconds."""
     latency_duration: float
     latency_rounds: int
 
@@ -85,6 +88,7 @@ FULL = Sizes(
     flood_stall=2.0,
     slow_clients=2000,
     slow_interval=0.5,
+    slow_line=4,
     latency_duration=3.0,
     latency_rounds=3,
 )
@@ -100,6 +104,7 @@ QUICK = Sizes(
     flood_stall=0.5,
     slow_clients=200,
     slow_interval=0.5,
+    slow_line=2,
     latency_duration=0.5,
     latency_rounds=1,
 )
@@ -350,12 +355,15 @@ def slow(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
                 ctx.load_cpus,
                 sizes.slow_clients,
                 mode="slow",
-                options={"size": 4, "interval": sizes.slow_interval, "drain": 5},
+                options={"size": sizes.slow_line, "interval": sizes.slow_interval, "drain": 5},
                 summary=summary,
             ) as count:
+                held = time.monotonic()
                 established.append(count)
                 time.sleep(sizes.slow_interval)  # every slow client sent a byte
                 measure(loaded)
+                # Hold them until each could complete a line and get its echo.
+                time.sleep(max(0.0, (sizes.slow_line + 1) * sizes.slow_interval - (time.monotonic() - held)))
             for key in slow_totals:
                 slow_totals[key] += int(summary.get(key, 0))
         after = server.ask("settle 30", timeout=40)
