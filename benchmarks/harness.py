@@ -163,8 +163,11 @@ class ServerProcess:
     def stop(self) -> None:
         """Terminate this one process (by its pid) and reap it."""
         if self.process.stdin is not None:
+            # A server with a control channel ends at the end of its stdin.
             with contextlib.suppress(BrokenPipeError):
                 self.process.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

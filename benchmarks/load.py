@@ -153,8 +153,7 @@ def crowd(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
     loads: list[harness.LoadResult] = []
     try:
         harness.prime(server.port)
-        time.sleep(0.2)
-        before = server.ask("mark")
+        before = server.ask("mark 10", timeout=20)
         for _ in range(sizes.crowd_rounds):
             loads.append(
                 harness.run_load(
@@ -211,8 +210,7 @@ def cycles(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
     server = ctx.start(loop, "echo")
     try:
         harness.prime(server.port)
-        time.sleep(0.2)
-        before = server.ask("mark")
+        before = server.ask("mark 10", timeout=20)
         load = harness.run_load(
             ctx.loadgen,
             "connrate",
@@ -286,7 +284,7 @@ def flood(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
         server.stop()
         raise
     try:
-        before = server.ask("mark")
+        before = server.ask("mark 10", timeout=20)
         started = time.monotonic()
         conn, sent = _flood(server.port, sizes.flood_bytes, sizes.flood_stall)
         seconds = time.monotonic() - started
@@ -343,8 +341,7 @@ def slow(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
 
     try:
         harness.prime(server.port)
-        time.sleep(0.2)
-        before = server.ask("mark")
+        before = server.ask("mark 10", timeout=20)
         measure(None)  # unmeasured: the first run of a fresh server is slower
         for _ in range(sizes.latency_rounds):
             measure(idle)

@@ -10,7 +10,8 @@ command, then reads and counts everything until the peer closes.
 It prints ``READY <port>`` once it listens on 127.0.0.1, then answers each
 command line on stdin with one JSON line on stdout:
 
-- ``mark``: remember the tasks running now as the known ones; answers `stats`.
+- ``mark SECONDS``: `settle` (the priming connections' handlers end), then
+  remember the tasks running now as the known ones; answers `stats`.
 - ``stats``: ``rss`` (bytes), ``fds`` (entries of /proc/self/fd), ``clients``
   (handlers running), ``handled`` (handlers finished), ``received`` (bytes the
   sink handlers read), ``pending`` (the tasks not done that are neither known
@@ -143,6 +144,7 @@ class LoadServer:
                 command, *args = line.decode().split()
                 answer: dict[str, Any]
                 if command == "mark":
+                    await self.settle(service, float(args[0]))
                     self.known = set(asyncio.all_tasks())
                     answer = self.stats(service)
                 elif command == "stats":
