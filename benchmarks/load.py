@@ -17,6 +17,11 @@ generator on another:
   handler does not call `receive`: the server's RSS growth (the receive buffer
   stops reading at its high-water mark; the rest waits in the kernel), then the
   handler reads and must count every byte the kernel accepted.
+- ``stalled``: one client sends lines (up to 50 MB) to the echo and never
+  reads the replies: the server's RSS growth (reported: the echo's sends stop
+  at the write high-water mark, its receive buffer at the read one), and the
+  descriptors still held one second after the server closed the connection
+  while the client keeps it open (reported; they go once it does).
 - ``slow``: 2,000 slow clients (quick 200), each sending one byte every 0.5 s
   (4-byte lines, quick 2: an echo every 2 s, checked), and one normal client's p99 echo
   latency without and with them (their ratio is reported, never asserted).
@@ -239,13 +244,14 @@ def cycles(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
     }
 
 
-def _flood(port: int, total: int, stall: float) -> tuple[socket.socket, int]:
+def _flood(port: int, total: int, stall: float, line: bytes | None = None) -> tuple[socket.socket, int]:
     """Send up to `total` bytes on a new connection without reading; stop when
     `stall` seconds pass without progress. Returns the socket (still open) and
-    how many bytes the kernel accepted."""
+    how many bytes the kernel accepted. The bytes are 256-byte lines (`line`)
+    or, by default, every byte value in turn."""
     conn = socket.create_connection((harness.HOST, port), timeout=10)
     conn.setblocking(False)
-    block = bytes(range(256)) * 4096  # 1 MiB
+    block = (line or bytes(range(256))) * 4096  # 1 MiB
     sent = 0
     while sent < total:
         _, writable, _ = select.select([], [conn], [], stall)
@@ -308,6 +314,40 @@ def flood(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
         "rss_growth": loaded["rss"] - before["rss"],
         "rss_bound": FLOOD_RSS_BOUND,
         "received": after["received"] - before["received"],
+        "error": None,
+        **_leaks(before, after),
+    }
+
+
+def stalled(ctx: Context, loop: str, sizes: Sizes) -> dict[str, Any]:
+    """A client that sends lines to the echo and never reads the replies: the
+    server's RSS growth, then whether `close()` from the server's side frees
+    the descriptor while that client still holds the connection open."""
+    server = ctx.start(loop, "echo")
+    try:
+        harness.prime(server.port)
+        before = server.ask("mark 10", timeout=20)
+        line = bytes(ord("a") + i % 26 for i in range(255)) + b"\n"
+        conn, sent = _flood(server.port, sizes.flood_bytes, sizes.flood_stall, line)
+        try:
+            time.sleep(0.3)
+            loaded = server.ask("stats")
+            server.ask("drop")
+            time.sleep(1.0)
+            dropped = server.ask("stats")
+        finally:
+            conn.close()
+        after = server.ask("settle 30", timeout=40)
+    finally:
+        server.stop()
+    return {
+        "flood_bytes": sizes.flood_bytes,
+        "accepted_bytes": sent,
+        "rss_before": before["rss"],
+        "rss_flooded": loaded["rss"],
+        "rss_growth": loaded["rss"] - before["rss"],
+        "clients_after_close": dropped["clients"],
+        "fds_held_after_close": dropped["fds"] - before["fds"],
         "error": None,
         **_leaks(before, after),
     }
@@ -394,6 +434,7 @@ SCENARIOS: dict[str, Callable[[Context, str, Sizes], dict[str, Any]]] = {
     "crowd": crowd,
     "cycles": cycles,
     "flood": flood,
+    "stalled": stalled,
     "slow": slow,
 }
 
@@ -469,6 +510,12 @@ def _result_text(record: dict[str, Any]) -> str:
             "accepted by the kernel, "
             f"RSS +{record['rss_growth'] / MB:.2f} MB (bound {record['rss_bound'] / MB:.0f} MB), "
             f"{record['received'] / MB:.1f} MB read afterwards"
+        )
+    elif name == "stalled":
+        text = (
+            f"{record['accepted_bytes'] / MB:.1f} MB of lines accepted, replies unread: "
+            f"RSS +{record['rss_growth'] / MB:.2f} MB; 1 s after the server closed it, "
+            f"{record['fds_held_after_close']} descriptor(s) still held"
         )
     else:
         text = (

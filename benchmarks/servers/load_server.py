@@ -20,6 +20,7 @@ command line on stdin with one JSON line on stdout:
   while and the descriptor count stopped falling, then answer `stats`.
 - ``release``: let the sink handlers running now read (later ones wait for
   the next ``release``).
+- ``drop``: close every client a handler is running for, from this side.
 
 It ends at the end of stdin or on SIGTERM.
 """
@@ -63,9 +64,11 @@ class LoadServer:
         self.known: set[asyncio.Task[Any]] = set()
         self.handled = 0
         self.received = 0
+        self.running: set[Any] = set()  # the clients of the running handlers
         self.last_busy = time.monotonic()
 
     async def echo(self, client: Any) -> None:
+        self.running.add(client)
         try:
             while True:
                 line, err = await client.receive("*l")
@@ -75,11 +78,13 @@ class LoadServer:
                 if err is not None:
                     return
         finally:
+            self.running.discard(client)
             self.handled += 1
             self.last_busy = time.monotonic()
 
     async def sink(self, client: Any) -> None:
         released = self.released  # this handler waits for the next `release`
+        self.running.add(client)
         try:
             await released.wait()
             while True:
@@ -88,6 +93,7 @@ class LoadServer:
                 if err is not None:
                     return
         finally:
+            self.running.discard(client)
             self.handled += 1
             self.last_busy = time.monotonic()
 
@@ -151,6 +157,10 @@ class LoadServer:
                     answer = self.stats(service)
                 elif command == "settle":
                     answer = await self.settle(service, float(args[0]))
+                elif command == "drop":
+                    for client in list(self.running):
+                        client.close()
+                    answer = {"dropped": len(self.running)}
                 elif command == "release":
                     self.released.set()
                     self.released = asyncio.Event()
