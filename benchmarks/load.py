@@ -2,7 +2,7 @@
 
     python -m benchmarks.load [--quick] [--loop asyncio|uvloop] [--out DIR]
 
-Four scenarios, each on a fresh server process (benchmarks/servers/load_server.py:
+Five scenarios, each on a fresh server process (benchmarks/servers/load_server.py:
 `aioluasock.serve` with a control channel) pinned to one core, the C load
 generator on another:
 
@@ -23,8 +23,9 @@ generator on another:
   descriptors still held one second after the server closed the connection
   while the client keeps it open (reported; they go once it does).
 - ``slow``: 2,000 slow clients (quick 200), each sending one byte every 0.5 s
-  (4-byte lines, quick 2: an echo every 2 s, checked), and one normal client's p99 echo
-  latency without and with them (their ratio is reported, never asserted).
+  (4-byte lines, quick 2: an echo every 2 s, quick 1 s, checked), and one
+  normal client's p50 and p99 echo latency without and with them (their ratio
+  is reported, never asserted).
 
 Each scenario also reports the server's descriptors and pending tasks after
 its clients are gone, compared with before (the tasks running at the start,
