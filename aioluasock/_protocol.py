@@ -191,6 +191,10 @@ class StreamProtocol(asyncio.BufferedProtocol):
         waiter = self.read_waiter
         if waiter is not None:
             self.read_waiter = None
+            # The woken receive runs after this read burst (libuv reads up to
+            # 32 times per wake-up): the reads until then must pause at the
+            # mark; the receive sets keep_reading again if it waits for more.
+            self.keep_reading = False
             if not waiter.done():
                 waiter.set_result(True)
         elif len(buffer) > READ_HIGH_WATER and not self.keep_reading:

@@ -138,8 +138,36 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def ask(self, command: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Send one command line to a server started with `control=True` and
+        return its one-line JSON answer."""
+        stdin, stdout = self.process.stdin, self.process.stdout
+        if stdin is None or stdout is None:
+            raise RuntimeError(f"server {self.name} has no control channel")
+        stdin.write(command.encode() + b"\n")
+        stdin.flush()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([stdout], [], [], 0.2)
+            if ready:
+                line = stdout.readline()
+                if not line:
+                    break
+                if line.startswith(b"{"):
+                    answer: dict[str, Any] = json.loads(line)
+                    return answer
+            elif self.process.poll() is not None:
+                break
+        raise RuntimeError(f"server {self.name} did not answer {command!r} (exit {self.process.poll()})")
+
     def stop(self) -> None:
         """Terminate this one process (by its pid) and reap it."""
+        if self.process.stdin is not None:
+            # A server with a control channel ends at the end of its stdin.
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -152,13 +180,17 @@ class ServerProcess:
 
 
 def start_server(
-    name: str, argv: Sequence[str], cpus: set[int] | None, timeout: float = 20.0
+    name: str, argv: Sequence[str], cpus: set[int] | None, timeout: float = 20.0, *, control: bool = False
 ) -> ServerProcess:
-    """Start a server pinned to `cpus` and wait for its "READY <port>" line."""
+    """Start a server pinned to `cpus` and wait for its "READY <port>" line.
+
+    With `control`, the server's stdin is a pipe for `ServerProcess.ask`
+    (its stdout carries the answers).
+    """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
         list(argv),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if control else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL if os.environ.get("BENCH_SERVER_STDERR") is None else None,
         preexec_fn=_pinned(cpus),  # noqa: PLW1509  # the runner is single-threaded
@@ -208,10 +240,12 @@ def prime(port: int, connections: int = 2, line_size: int = 64) -> None:
 
 @dataclass
 class LoadResult:
-    """One load generator run, with the server's CPU over the measured window."""
+    """One load generator run, with the server's CPU over the measured window
+    and its resident memory at the window's end."""
 
     data: dict[str, Any]
     server_cpu: float = float("nan")  # CPU seconds per second (1.0 = one core busy)
+    server_rss_end: int = 0  # bytes, read when the load generator printed "END"
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -257,6 +291,7 @@ def run_load(
     assert process.stdout is not None and process.stderr is not None
     deadline = time.monotonic() + timeout
     cpu_start = cpu_end = float("nan")
+    rss_end = 0
     start_time = end_time = 0.0
     result: dict[str, Any] | None = None
     try:
@@ -273,6 +308,7 @@ def run_load(
                 cpu_start, start_time = cpu(server.pid), time.monotonic()
             elif line.startswith("END"):
                 cpu_end, end_time = cpu(server.pid), time.monotonic()
+                rss_end = rss_bytes(server.pid)
             elif line.startswith("{"):
                 result = json.loads(line)
         else:
@@ -290,7 +326,7 @@ def run_load(
         return LoadResult(
             {}, error=f"load generator failed (exit {process.returncode}): {stderr.strip()[-300:]}"
         )
-    load = LoadResult(result)
+    load = LoadResult(result, server_rss_end=rss_end)
     if end_time > start_time:
         load.server_cpu = (cpu_end - cpu_start) / (end_time - start_time)
     if result.get("errors"):
@@ -300,12 +336,26 @@ def run_load(
 
 @contextlib.contextmanager
 def idle_connections(
-    loadgen: Sequence[str], server: ServerProcess, cpus: set[int] | None, count: int, timeout: float = 120.0
+    loadgen: Sequence[str],
+    server: ServerProcess,
+    cpus: set[int] | None,
+    count: int,
+    timeout: float = 120.0,
+    *,
+    mode: str = "idle",
+    options: dict[str, int | float] | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> Iterator[int]:
-    """Hold `count` idle connections to `server` (one echo each) while the
-    block runs; yields how many were established."""
+    """Hold `count` connections to `server` (one echo each) while the block
+    runs; yields how many were established.
+
+    Mode "idle" holds them silent; "slow" makes each send one byte every
+    `options["interval"]` seconds. The load generator's final JSON line (its
+    errors, bytes sent and echoed) is stored into `summary` when given.
+    """
+    extra = [f"{key}={value}" for key, value in (options or {}).items()]
     process = subprocess.Popen(
-        [*loadgen, "idle", HOST, str(server.port), f"conns={count}"],
+        [*loadgen, mode, HOST, str(server.port), f"conns={count}", *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -329,14 +379,16 @@ def idle_connections(
             raise RuntimeError("the load generator did not establish its idle connections")
         yield established
     finally:
-        with contextlib.suppress(BrokenPipeError):
-            process.stdin.close()
         try:
-            process.wait(timeout=30)
+            # (communicate closes stdin: the end of file that releases the connections)
+            final, _ = process.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
-        process.stdout.close()
+            final, _ = process.communicate()
+        if summary is not None:
+            for line in final.splitlines():
+                if line.startswith("{"):
+                    summary.update(json.loads(line))
 
 
 # -- the machine -----------------------------------------------------------------------

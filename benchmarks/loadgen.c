@@ -4,6 +4,7 @@
  * the Python fallback with the same command line and output.
  *
  *   loadgen MODE HOST PORT [conns=N] [size=B] [duration=S] [warmup=S] [window=B]
+ *                          [count=N] [drain=S] [interval=S]
  *
  * Modes:
  *   pingpong  N connections, each sends one line of `size` bytes (LF included)
@@ -15,6 +16,16 @@
  *             connections/s.
  *   idle      open N connections (one echo each), print "IDLE n", then hold
  *             them until stdin reaches end of file.
+ *   slow      as idle, but while holding them each connection sends the next
+ *             byte of its stream every `interval` seconds (the connections
+ *             take turns, evenly spread), and the echoes are checked.
+ *
+ * `count=N` ends the measured phase early once N requests (connrate: cycles)
+ * were counted. `drain=S` (pingpong, slow) waits up to S seconds at the end for
+ * the replies still owed, sending nothing new: then "unanswered" (connections
+ * still open that miss part of an echo: pingpong, of the current request;
+ * slow, of a complete line sent) is 0 when every echo came back;
+ * "requests" and "replies" count the whole run, setup and warm-up included.
  *
  * Every mode first connects all its connections (at most 64 connecting at a
  * time) and completes one echo on each, so that accept loops are not starved
@@ -39,7 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { MODE_PINGPONG, MODE_STREAM, MODE_CONNRATE, MODE_IDLE };
+enum { MODE_PINGPONG, MODE_STREAM, MODE_CONNRATE, MODE_IDLE, MODE_SLOW };
 enum { PHASE_SETUP, PHASE_WARMUP, PHASE_MEASURE, PHASE_DONE };
 enum { MAX_CONNECTING = 64, READ_SIZE = 256 * 1024 };
 
@@ -59,6 +70,8 @@ static long nconns = 1;
 static long size = 64;
 static double duration = 2.0, warmup = 0.5;
 static long window = 256 * 1024;
+static long max_count = 0;       /* 0: no limit */
+static double drain = 0.0, interval = 0.5;
 static struct sockaddr_in addr;
 static int ep;
 static conn_t *conns;
@@ -66,7 +79,7 @@ static char *pattern;   /* `plen` bytes of lines of `size` bytes */
 static long plen;
 static char *rbuf;
 
-static uint64_t count, bytes_measured, errors, connect_errors, established;
+static uint64_t count, bytes_measured, errors, connect_errors, established, requests, replies, slow_sent;
 static uint32_t *lat;   /* latencies in ns (capped) */
 static size_t nlat, caplat;
 
@@ -160,6 +173,7 @@ static int pump_out(conn_t *c) {
 }
 
 static void start_request(conn_t *c) {
+    requests++;
     c->sent = 0;
     c->recvd = 0;
     c->t0 = now_ns();
@@ -172,6 +186,30 @@ static void record_latency(uint64_t ns) {
         if (!lat) die("realloc");
     }
     lat[nlat++] = ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
+}
+
+/* slow: send the next byte of each connection's stream in turn, `interval`
+ * seconds apart per connection; `slow_tick` counts the bytes due so far. */
+static uint64_t slow_start, slow_tick;
+
+static uint64_t slow_due(uint64_t tick) {
+    return slow_start + (uint64_t)((double)tick * interval * 1e9 / (double)nconns);
+}
+
+static void slow_send_due(uint64_t t) {
+    while (slow_due(slow_tick) <= t) {
+        conn_t *c = &conns[slow_tick % (uint64_t)nconns];
+        slow_tick++;
+        if (c->fd < 0 || !c->established) continue;
+        ssize_t w = send(c->fd, pattern + (c->sent % (uint64_t)plen), 1, MSG_NOSIGNAL);
+        if (w == 1) {
+            c->sent++;
+            slow_sent++;
+        } else if (w < 0 && errno != EAGAIN) {
+            errors++;
+            close_conn(c);
+        }
+    }
 }
 
 static long connecting;  /* connections opened whose first echo has not completed */
@@ -195,6 +233,7 @@ static void conn_failed(conn_t *c, int is_connect) {
 }
 
 static void on_reply_complete(conn_t *c) {
+    replies++;
     if (!c->established) first_echo_done(c);
     if (mode == MODE_CONNRATE) {
         if (phase == PHASE_MEASURE) count++;
@@ -239,6 +278,13 @@ static void on_readable(conn_t *c) {
         off = 0;
     }
     c->recvd += (uint64_t)r;
+    if (mode == MODE_SLOW) {
+        if (!c->established && c->recvd >= (uint64_t)size) {
+            replies++;
+            first_echo_done(c);
+        }
+        return;
+    }
     if (mode == MODE_STREAM) {
         if (phase == PHASE_MEASURE) bytes_measured += (uint64_t)r;
         if (!c->established && c->recvd >= (uint64_t)size) {
@@ -312,13 +358,13 @@ static double percentile_us(double p) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: loadgen pingpong|stream|connrate|idle HOST PORT [conns=N] [size=B] "
-                        "[duration=S] [warmup=S] [window=B]\n");
+        fprintf(stderr, "usage: loadgen pingpong|stream|connrate|idle|slow HOST PORT [conns=N] [size=B] "
+                        "[duration=S] [warmup=S] [window=B] [count=N] [drain=S] [interval=S]\n");
         return 2;
     }
-    const char *modes[] = {"pingpong", "stream", "connrate", "idle"};
+    const char *modes[] = {"pingpong", "stream", "connrate", "idle", "slow"};
     mode = -1;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (strcmp(argv[1], modes[i]) == 0) mode = i;
     if (mode < 0) {
         fprintf(stderr, "loadgen: unknown mode %s\n", argv[1]);
@@ -330,9 +376,12 @@ int main(int argc, char **argv) {
         window = parse_opt(argv[i], "window", window);
         duration = parse_dopt(argv[i], "duration", duration);
         warmup = parse_dopt(argv[i], "warmup", warmup);
+        max_count = parse_opt(argv[i], "count", max_count);
+        drain = parse_dopt(argv[i], "drain", drain);
+        interval = parse_dopt(argv[i], "interval", interval);
     }
-    if (nconns < 1 || size < 2 || window < size) {
-        fprintf(stderr, "loadgen: need conns >= 1, size >= 2, window >= size\n");
+    if (nconns < 1 || size < 2 || window < size || interval <= 0) {
+        fprintf(stderr, "loadgen: need conns >= 1, size >= 2, window >= size, interval > 0\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -355,7 +404,7 @@ int main(int argc, char **argv) {
     for (long i = 0; i < nconns; i++) conns[i].fd = -1;
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1");
-    if (mode == MODE_IDLE) fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+    if (mode == MODE_IDLE || mode == MODE_SLOW) fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
 
     struct epoll_event evs[512];
     uint64_t setup_start = now_ns(), phase_end = 0, measure_start = 0, measure_end = 0;
@@ -364,6 +413,12 @@ int main(int argc, char **argv) {
     open_more();
     while (phase != PHASE_DONE) {
         int timeout_ms = 50;
+        if (mode == MODE_SLOW && phase == PHASE_WARMUP) {
+            /* wake for the next byte due (1 ms granularity: a few bytes per wake-up) */
+            uint64_t due = slow_due(slow_tick), t0 = now_ns();
+            timeout_ms = due <= t0 ? 0 : (int)((due - t0) / 1000000u) + 1;
+            if (timeout_ms > 50) timeout_ms = 50;
+        }
         int n = epoll_wait(ep, evs, 512, timeout_ms);
         if (n < 0 && errno != EINTR) die("epoll_wait");
         for (int i = 0; i < n; i++) {
@@ -386,13 +441,14 @@ int main(int argc, char **argv) {
             open_more();
             /* idle/connrate: failed connections are re-opened by open_more's index only once */
             if (next_open >= nconns && connecting <= 0) {
-                if (mode == MODE_IDLE) {
+                if (mode == MODE_IDLE || mode == MODE_SLOW) {
                     printf("IDLE %llu\n", (unsigned long long)established);
                     fflush(stdout);
                     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
                     if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev) < 0) die("epoll_ctl stdin");
                     phase = PHASE_WARMUP;  /* holding */
                     phase_end = UINT64_MAX;
+                    slow_start = now_ns();
                     continue;
                 }
                 phase = PHASE_WARMUP;
@@ -418,6 +474,8 @@ int main(int argc, char **argv) {
                         (unsigned long long)established, nconns);
                 return 3;
             }
+        } else if (mode == MODE_SLOW && phase == PHASE_WARMUP) {
+            slow_send_due(t);
         } else if (phase == PHASE_WARMUP && t >= phase_end) {
             phase = PHASE_MEASURE;
             measure_start = t;
@@ -425,7 +483,7 @@ int main(int argc, char **argv) {
             phase_end = t + (uint64_t)(duration * 1e9);
             printf("START\n");
             fflush(stdout);
-        } else if (phase == PHASE_MEASURE && t >= phase_end) {
+        } else if (phase == PHASE_MEASURE && (t >= phase_end || (max_count > 0 && count >= (uint64_t)max_count))) {
             measure_end = t;
             cpu_end = cpu_seconds();
             printf("END\n");
@@ -433,9 +491,42 @@ int main(int argc, char **argv) {
             phase = PHASE_DONE;
         }
     }
+    /* drain: nothing new is sent (phase DONE); wait for the replies still owed
+     * (pingpong: the current request's; slow: every complete line's echo) */
+    uint64_t drain_end = now_ns() + (uint64_t)(drain * 1e9);
+    long unanswered = 0;
+    for (;;) {
+        unanswered = 0;
+        for (long k = 0; k < nconns; k++) {
+            conn_t *c = &conns[k];
+            if (c->fd < 0) continue;
+            if (mode == MODE_PINGPONG && c->recvd < (uint64_t)size) unanswered++;
+            if (mode == MODE_SLOW && c->recvd < c->sent / (uint64_t)size * (uint64_t)size) unanswered++;
+        }
+        if (unanswered == 0 || now_ns() >= drain_end) break;
+        int n = epoll_wait(ep, evs, 512, 10);
+        if (n < 0 && errno != EINTR) die("epoll_wait");
+        for (int i = 0; i < n; i++) {
+            conn_t *c = evs[i].data.ptr;
+            if (c == NULL) continue;  /* stdin */
+            uint32_t e = evs[i].events;
+            if (c->fd >= 0 && (e & EPOLLOUT)) on_writable(c);
+            if (c->fd >= 0 && (e & (EPOLLIN | EPOLLERR | EPOLLHUP))) on_readable(c);
+        }
+    }
     if (mode == MODE_IDLE) {
         printf("{\"mode\": \"idle\", \"conns\": %ld, \"established\": %llu, \"connect_errors\": %llu}\n",
                nconns, (unsigned long long)established, (unsigned long long)connect_errors);
+        return 0;
+    }
+    if (mode == MODE_SLOW) {
+        uint64_t echoed = 0;
+        for (long k = 0; k < nconns; k++)
+            if (conns[k].recvd > (uint64_t)size) echoed += conns[k].recvd - (uint64_t)size;
+        printf("{\"mode\": \"slow\", \"conns\": %ld, \"established\": %llu, \"connect_errors\": %llu, "
+               "\"errors\": %llu, \"bytes_sent\": %llu, \"bytes_echoed\": %llu, \"unanswered\": %ld}\n",
+               nconns, (unsigned long long)established, (unsigned long long)connect_errors,
+               (unsigned long long)errors, (unsigned long long)slow_sent, (unsigned long long)echoed, unanswered);
         return 0;
     }
     double secs = (double)(measure_end - measure_start) / 1e9;
@@ -443,11 +534,13 @@ int main(int argc, char **argv) {
     qsort(lat, nlat, sizeof *lat, cmp_u32);
     printf("{\"mode\": \"%s\", \"conns\": %ld, \"size\": %ld, \"seconds\": %.6f, \"count\": %llu, "
            "\"rate\": %.1f, \"mbps\": %.3f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"errors\": %llu, "
-           "\"connect_errors\": %llu, \"established\": %llu, \"loadgen_cpu\": %.4f}\n",
+           "\"connect_errors\": %llu, \"established\": %llu, \"loadgen_cpu\": %.4f, "
+           "\"requests\": %llu, \"replies\": %llu, \"unanswered\": %ld}\n",
            modes[mode], nconns, size, secs, (unsigned long long)count, (double)count / secs,
            (double)(mode == MODE_STREAM ? bytes_measured : count * (uint64_t)size) / secs / 1e6,
            percentile_us(0.50), percentile_us(0.99), (unsigned long long)errors,
            (unsigned long long)connect_errors, (unsigned long long)established,
-           (cpu_end - cpu_start) / secs);
+           (cpu_end - cpu_start) / secs, (unsigned long long)requests, (unsigned long long)replies,
+           unanswered);
     return 0;
 }

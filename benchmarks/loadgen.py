@@ -3,7 +3,9 @@
     python benchmarks/loadgen.py MODE HOST PORT [conns=N] [size=B] [duration=S] [warmup=S] [window=B]
 
 Same modes, phases, output lines ("START", "END", "IDLE n") and JSON as
-loadgen.c; see there. It runs on uvloop when available. Being Python, it is
+loadgen.c (see there), except what only the load and leak benchmarks
+(benchmarks/load.py, which need the C program) use: the "slow" mode and the
+count, drain and interval options. It runs on uvloop when available. Being Python, it is
 much more likely than the C program to be the bottleneck: the report names
 which generator a run used.
 """

@@ -2015,3 +2015,44 @@ async def test_close_delivers_batched_replies() -> None:
         assert await peer.send(b"1\n") == (2, None)  # "two" is still buffered: batched
         peer.close()  # before the loop ran the batch's write
         assert await client.receive("*a") == (b"1\n", None)
+
+
+@pytest.mark.asyncio
+async def test_an_echo_whose_peer_does_not_read_keeps_its_receive_buffer_bounded() -> None:
+    # A line echo whose peer sends without ever reading: the echo's sends
+    # block at the write high-water mark, and its receive buffer must stop
+    # reading at the read one. libuv reads up to 32 times per wake-up: the
+    # reads that land after a waiting receive was woken, before it runs,
+    # found `keep_reading` still set and buffered up to 32 reads of 256 KiB
+    # past the mark, until waking a receive cleared it.
+    line = bytes(ord("a") + i % 26 for i in range(255)) + b"\n"
+    uvloop_burst = 32 * 256 * 1024
+    async with connected() as (client, peer):
+
+        async def echo() -> None:
+            while True:
+                got, err = await peer.receive()
+                if err is not None:
+                    return
+                if (await peer.send(got + b"\n"))[1] is not None:
+                    return
+
+        task = asyncio.create_task(echo())
+        try:
+            client.settimeout(0.5)
+            count, err = await bounded(client.send(line * (32 * MB // len(line))), 20)
+            assert err == "timeout"
+            assert count > 2 * READ_HIGH_WATER
+            buffered = len(peer._buffer)
+            # Bounded on both loops (one burst at most)...
+            assert buffered <= READ_HIGH_WATER + uvloop_burst
+        finally:
+            peer.close()
+            await bounded(task)
+            # The closed side's transport still holds replies for a peer
+            # that does not read: read them, so that it can let go.
+            client.settimeout(5)
+            await bounded(client.receive("*a"), 10)
+    # ... and within one read of the mark: a burst of reads after a waiting
+    # receive was woken pauses at the mark too.
+    assert buffered <= READ_HIGH_WATER + 256 * 1024
