@@ -33,6 +33,34 @@ if TYPE_CHECKING:
 BAD_FD: Final = errno_text(errno.EBADF)
 FAMILY_NAMES: Final[dict[int, str]] = {socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}
 
+CLOSE_FLUSH_LIMIT: Final = 60.0
+"""Seconds a closed connection may go without its peer taking any of the
+replies still queued for it before the rest is dropped and the descriptor
+freed (LuaSocket's `close()` frees it at once; nginx's `send_timeout` is the
+same idea, with the same default)."""
+
+
+def _queued(transport: asyncio.WriteTransport) -> int:
+    """The bytes a transport still holds for its peer (0 once it is gone:
+    asyncio's TLS transport forgets its protocol then, and cannot tell)."""
+    try:
+        return transport.get_write_buffer_size()
+    except AttributeError:
+        return 0
+
+
+def _end_stalled_close(transport: asyncio.WriteTransport, pending: int) -> None:
+    """The flush of a closed connection's last replies: abort it when the
+    peer took nothing in `CLOSE_FLUSH_LIMIT` seconds; look again later when it
+    is still taking them. (A transport that finished has nothing queued.)"""
+    left = _queued(transport)
+    if not left:
+        return
+    if left >= pending:
+        transport.abort()
+    else:
+        asyncio.get_running_loop().call_later(CLOSE_FLUSH_LIMIT, _end_stalled_close, transport, left)
+
 
 class SocketBase:
     """State and methods common to every kind (not public)."""
@@ -212,7 +240,13 @@ class SocketBase:
                 proto.flush()  # sends already counted as accepted still go out
                 # The transport owns the descriptor now (uvloop detaches our
                 # socket object when it closes): never close it twice.
-                proto.transport.close()
+                transport = proto.transport
+                pending = _queued(transport)
+                transport.close()
+                if pending:
+                    # It closes once those bytes are out: a peer that stopped
+                    # reading would hold the descriptor for good.
+                    proto.loop.call_later(CLOSE_FLUSH_LIMIT, _end_stalled_close, transport, pending)
             elif sock is not None:
                 # Still coming up: the transport closes the descriptor once it
                 # is (it finds the protocol closed). End the connection now,

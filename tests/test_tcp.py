@@ -12,6 +12,7 @@ import contextlib
 import errno
 import gc
 import math
+import os
 import socket as std_socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ import pytest
 from conftest import HAS_IPV6, needs_ipv6
 
 import aioluasock as socket
+import aioluasock._socket
 from aioluasock import BusyError, Client, Master, Server
 from aioluasock._attach import Attach
 from aioluasock._protocol import DEFER_MAX, READ_HIGH_WATER, WRITE_HIGH_WATER, StreamProtocol
@@ -2056,3 +2058,47 @@ async def test_an_echo_whose_peer_does_not_read_keeps_its_receive_buffer_bounded
     # ... and within one read of the mark: a burst of reads after a waiting
     # receive was woken pauses at the mark too.
     assert buffered <= READ_HIGH_WATER + 256 * 1024
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.asyncio
+async def test_close_frees_the_descriptor_of_a_peer_that_stopped_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The transport closes once its queued replies are out; a peer that never
+    # reads again would hold the descriptor for good. After CLOSE_FLUSH_LIMIT
+    # seconds without progress the rest is dropped and the descriptor freed.
+    monkeypatch.setattr(aioluasock._socket, "CLOSE_FLUSH_LIMIT", 0.2)
+    async with connected() as (_client, peer):
+        peer.settimeout(0.3)
+        count, err = await bounded(peer.send(b"x" * (8 * MB)), 10)
+        assert err == "timeout" and count > 0
+        before = _open_fds()
+        peer.close()
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if _open_fds() < before:
+                break
+        assert _open_fds() == before - 1
+
+
+@pytest.mark.asyncio
+async def test_close_keeps_flushing_to_a_slow_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioluasock._socket, "CLOSE_FLUSH_LIMIT", 0.2)
+    async with connected() as (client, peer):
+        peer.settimeout(0.3)
+        count, err = await bounded(peer.send(b"y" * (8 * MB)), 10)
+        assert err == "timeout" and count > 0
+        peer.close()
+        client.settimeout(5)
+        got = 0
+        while True:  # slower than the limit, but never stalled for all of it
+            data, err = await bounded(client.receive(count // 8 + 1), 10)
+            got += len(data)
+            if err is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert (got, err) == (count, "closed")
