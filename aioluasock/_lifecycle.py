@@ -16,7 +16,7 @@ from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
 from ._protocol import StreamProtocol, protocol_class
 from ._socket import BAD_FD, SocketBase
 from ._timeout import CallDeadline
-from ._waits import EXPIRED, EXPIRED_CALL, next_deadline, timed_out
+from ._waits import EXPIRED, EXPIRED_CALL, let_io_in, next_deadline, timed_out
 
 if TYPE_CHECKING:
     from ._tcp import Client
@@ -211,22 +211,61 @@ class TcpSocket(SocketBase):
     async def _ensure_stream(self) -> StreamProtocol | None:
         """The client's protocol once its transport is up: waits for an
         attach in progress, or starts one after a connect that timed out and
-        finished later; `None` if the socket is not connected."""
-        attach = self._attaching
-        if attach is None:
+        finished later; `None` if the socket is not connected.
+
+        A connect still in progress (a `settimeout(0)` connect whose
+        handshake is not done) is waited for, within the object's timeout:
+        LuaSocket's `recv`/`send` on such a socket say EAGAIN and wait for
+        it like for any data. When `None` is returned, `_stream_error` says
+        why ("timeout" while the connect goes on, its error once it failed).
+        """
+        waited = False
+        while (attach := self._attaching) is None:
             if self._proto is not None or self._closed or self._sock is None:
                 return self._proto
-            try:
-                self._sock.getpeername()
-            except OSError:
+            self._stream_error = state = self._unconnected_state()
+            if state is None:
+                self._attach_start(asyncio.get_running_loop())
+                attach = self._attaching
+                break
+            if state != TIMEOUT or waited:
                 return None
-            self._attach_start(asyncio.get_running_loop())
-            attach = self._attaching
+            # Then look again from the top: another task (a receive and a
+            # send both waiting) may have attached the transport meanwhile.
+            loop = asyncio.get_running_loop()
+            deadline = next_deadline(loop, self._start_call(loop))
+            if deadline == EXPIRED:
+                await let_io_in(loop)
+            else:
+                await self._wait_fd(loop, True, deadline)
+            waited = True
         if attach is not None:
             # A caller cancelled while the transport comes up drops only its
             # own wait: the attach goes on.
             await attach.wait()
         return self._proto
+
+    def _unconnected_state(self) -> str | None:
+        """`None` when the socket is connected; otherwise what LuaSocket's
+        `recv` on it answers: "timeout" while its connect is in progress
+        (EAGAIN), the connect's error once it failed (reported once: the
+        kernel clears it), "closed" or the OS text otherwise."""
+        sock = self._sock
+        if sock is None or self._closed:
+            return CLOSED
+        try:
+            sock.getpeername()
+        except OSError:
+            pass
+        else:
+            return None
+        try:
+            data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return TIMEOUT
+        except OSError as exc:
+            return os_error_text(exc)
+        return None if data else CLOSED
 
     # accept ------------------------------------------------------------------
 

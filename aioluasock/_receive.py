@@ -37,6 +37,8 @@ class ReceivePath(TcpSocket):
             # then succeeds with what was buffered).
             return CLOSED, self._keep_buffer and bool(self._buffer)
         if proto is None or proto.discard:
+            if proto is None and self._stream_error is not None:
+                return self._stream_error, False
             return CLOSED, bool(self._buffer)
         if proto.error is not None:
             # "*a" succeeds only at a clean end of stream, not after a reset

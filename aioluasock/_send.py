@@ -4,8 +4,9 @@ mark, so that the count a failed `send` returns is exactly what went out."""
 from __future__ import annotations
 
 import asyncio
+import errno
 
-from ._errors import CLOSED, TIMEOUT, BusyError
+from ._errors import CLOSED, TIMEOUT, BusyError, errno_text
 from ._lifecycle import TcpSocket
 from ._protocol import WRITE_HIGH_WATER, StreamProtocol
 from ._timeout import CallDeadline
@@ -33,6 +34,11 @@ class SendPath(TcpSocket):
     __slots__ = ()
 
     def _write_end(self, proto: StreamProtocol | None) -> str | None:
+        if proto is None and not self._closed and not self._send_shut:
+            # send() on a socket whose connect is in progress says EAGAIN,
+            # after a failed one its error, else EPIPE.
+            err = self._stream_error
+            return CLOSED if err is None or err == errno_text(errno.ENOTCONN) else err
         if self._closed or proto is None or self._send_shut:
             return CLOSED
         if proto.error is not None:

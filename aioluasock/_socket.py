@@ -83,6 +83,7 @@ class SocketBase:
         "_send_shut",
         "_sent",
         "_sock",
+        "_stream_error",
         "_timeout",
     )
 
@@ -104,6 +105,9 @@ class SocketBase:
         self._attaching: Attach | None = None
         self._send_shut = False
         self._sent = 0
+        # Why a client without a transport cannot carry data, as the kernel
+        # answered `_ensure_stream`'s last look (`_unconnected_state`).
+        self._stream_error: str | None = None
         self._birthday = time.monotonic()
         self._fd_readers: list[asyncio.Future[bool]] = []
         self._fd_writers: list[asyncio.Future[bool]] = []

@@ -279,6 +279,57 @@ async def test_connect_with_zero_timeout_finishes_later() -> None:
 
 
 @pytest.mark.asyncio
+async def test_receive_and_send_wait_for_a_connect_in_progress() -> None:
+    # A server whose accept queue is full drops the SYNs of new connections
+    # (the kernel retries them a second later): their connect stays in
+    # progress. As in LuaSocket (recv/send say EAGAIN), receive and send on
+    # such a client time out, or wait for the handshake within their
+    # timeout; they do not say "closed".
+    listener = std_socket.socket()
+    listener.bind((LOCAL, 0))
+    listener.listen(0)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    fills = []
+    for _ in range(3):
+        fill = std_socket.socket()
+        fill.setblocking(False)
+        fill.connect_ex((LOCAL, port))
+        fills.append(fill)
+    await asyncio.sleep(0.1)
+    master = ok(socket.tcp4())
+    master.settimeout(0)
+    assert await master.connect(LOCAL, port) == (None, "timeout")
+    client = as_client(master)
+    assert client.getpeername() == (None, "Transport endpoint is not connected")
+    assert await bounded(client.receive()) == (b"", "timeout")
+    assert await bounded(client.send(b"hello\n")) == (0, "timeout")
+    client.settimeout(0.2)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert await bounded(client.receive(5)) == (b"", "timeout")
+    assert loop.time() - start >= 0.15
+    # Room in the queue: the retried SYN gets in, the send goes out.
+    for fill in fills:
+        fill.close()
+    first, _ = await bounded(loop.sock_accept(listener))
+    first.close()
+    # A receive and a send both waiting for the handshake: one transport.
+    client.settimeout(5)
+    receiving = asyncio.ensure_future(client.receive())
+    await asyncio.sleep(0.05)
+    assert await bounded(client.send(b"hello\n"), 10) == (6, None)
+    peer, _ = await bounded(loop.sock_accept(listener))
+    peer.setblocking(False)
+    assert await bounded(loop.sock_recv(peer, 100)) == b"hello\n"
+    await loop.sock_sendall(peer, b"back\n")
+    assert await bounded(receiving) == (b"back", None)
+    peer.close()
+    client.close()
+    listener.close()
+
+
+@pytest.mark.asyncio
 async def test_refused_connect_with_zero_timeout_reports_through_error_option() -> None:
     port = await closed_port()
     master = ok(socket.tcp4())

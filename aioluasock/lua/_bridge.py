@@ -563,6 +563,14 @@ class Bridge:
             code = sock.connect_ex(resolved[0][1])
             return () if code == 0 else (errno_text(code).encode(),)
         had_family = obj._family != socket.AF_UNSPEC or obj in self._unspec
+        if obj in self._unspec:
+            # LuaSocket still has no family for it, so its next connect makes
+            # a fresh socket (inet_tryconnect): a retry loop on one object
+            # sees "connection refused" each time. Reusing the failed socket
+            # would answer "closed" (ECONNABORTED) every other try, and
+            # "Invalid argument" after a shutdown.
+            obj._drop_socket()
+            obj._family = socket.AF_UNSPEC
         try:
             err = await obj._connect(_text(address), _text(port))
         except UnicodeError:
