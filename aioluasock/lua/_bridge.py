@@ -183,6 +183,7 @@ class Bridge:
             "send_now",
             "select",
             "sleep",
+            "pause",
             "global_connect",
             "toip",
             "tohostname",
@@ -606,6 +607,17 @@ class Bridge:
     @staticmethod
     async def sleep(seconds: float) -> Values:
         await asyncio.sleep(seconds)
+        return ()
+
+    @staticmethod
+    async def pause() -> Values:
+        """The end of a time slice: let the loop run everything else once."""
+        # A bare sleep(0) would put this task ahead of the timers and I/O
+        # callbacks the loop's next poll makes ready, and the script would
+        # run a second slice before them; the second sleep(0) lets the
+        # loop's next iteration run them first.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
         return ()
 
     async def _hostent(self, address: bytes, reverse_ip: bool) -> Values:

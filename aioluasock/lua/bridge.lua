@@ -13,6 +13,12 @@
 -- results. Socket calls inside the script's own coroutines reach the driver
 -- because this file replaces `coroutine.resume`/`wrap` with versions that
 -- pass such yields outward (the technique of Copas and cqueues).
+--
+-- The time slice (aioluasock/lua/_budget.py) suspends a busy coroutine from a
+-- count hook: a yield of no values whose top frame is a Lua function (a
+-- script's own `coroutine.yield()` has the C function `yield` on top). Such a
+-- pause is turned into a zero-second sleep request and passed outward the
+-- same way, so the loop runs its other tasks before the script goes on.
 
 local B = ...
 
@@ -28,6 +34,7 @@ local dgetinfo, dsetmetatable, dgetmetatable, dtraceback = debug.getinfo, debug.
   debug.getmetatable, debug.traceback
 
 local REQ = {}    -- tags a yield that is a request to the Python driver
+local PAUSE = pack(true, REQ, B.pause)  -- the request a time slice's end becomes
 local RAISE = {}  -- first value of a resume that must raise in the requester
 local roots = setmetatable({}, { __mode = "k" })    -- coroutines driven by Python tasks
 local passing = setmetatable({}, { __mode = "k" })  -- user coroutines passing a request outward
@@ -113,17 +120,35 @@ end
 local coroutine_lib = {}
 for k, v in pairs(coroutine) do coroutine_lib[k] = v end
 
+-- `co` yielded nothing: did the time slice's hook suspend it?
+local function paused(co)
+  local info = dgetinfo(co, 0, "S")
+  return info ~= nil and info.what ~= "C"
+end
+
 local function resume(co, ...)
   if roots[co] then return false, "cannot resume non-suspended coroutine" end
   local r = pack(co_resume(co, ...))
   -- A request yielded inside `co`: pass it on to our own resumer (the driver
   -- in the end), then hand the answer back to `co`.
-  while r[1] and r[2] == REQ and co_status(co) == "suspended" do
+  while r[1] and co_status(co) == "suspended" do
+    if r[2] ~= REQ then
+      if r.n ~= 1 or not paused(co) then break end
+      -- The end of a time slice. Where we cannot yield (a C function called
+      -- us) `co` goes on at once; the hook tries again later.
+      if co_isyieldable() then
+        r = PAUSE
+      else
+        r = pack(co_resume(co))
+        goto again
+      end
+    end
     passing[co] = true
     local answer = pack(pcall(co_yield, REQ, unpack(r, 3, r.n)))
     passing[co] = nil
     if not answer[1] then error(answer[2], 0) end
     r = pack(co_resume(co, unpack(answer, 2, answer.n)))
+    ::again::
   end
   return unpack(r, 1, r.n)
 end
@@ -165,6 +190,17 @@ function coroutine_lib.running()
   local co, main = co_running()
   if roots[co] == "main" then return co, true end
   return co, main
+end
+
+-- The roots are driven by Python, and a coroutine passing a request is as
+-- good as running ("normal"): closing either would pull it from under a wait.
+function coroutine_lib.close(co)
+  if type(co) ~= "thread" then argerror(2, 1, "thread expected, got " .. typename(co, co ~= nil)) end
+  if (roots[co] and co_status(co) ~= "dead") or passing[co] then
+    local what = co == co_running() and "running" or "normal"
+    error("cannot close a " .. what .. " coroutine", 0)
+  end
+  return co_close(co)
 end
 
 function coroutine_lib.isyieldable(...)
@@ -1097,6 +1133,7 @@ local function step(id, ...)
       return 1, r.n - 1, unpack(r, 2, r.n)
     end
     if r[2] == REQ then return 2, unpack(r, 3, r.n) end
+    if r.n == 1 and paused(co) then return 2, B.pause end
     return 3, "attempt to yield from outside a coroutine", dtraceback(co, "attempt to yield from outside a coroutine"), nil
   end
   threads[id] = nil
