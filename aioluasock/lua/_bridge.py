@@ -110,6 +110,8 @@ class Bridge:
         tasks: the script's tasks by id, while Lua holds their handles (for
             `wait` and `cancel`).
         running: the script's tasks that have not ended.
+        sandbox: the script is sandboxed: it may use no descriptor but its
+            own sockets' (no `setfd`, no foreign descriptors in `select`).
     """
 
     def __init__(
@@ -117,7 +119,10 @@ class Bridge:
         spawn: Callable[[int, Values], None],
         tasks: dict[int, asyncio.Task[Values]],
         running: set[asyncio.Task[Values]],
+        *,
+        sandbox: bool = False,
     ) -> None:
+        self.sandbox = sandbox
         self._spawn = spawn
         self._tasks = tasks
         self._running = running
@@ -148,8 +153,8 @@ class Bridge:
             sock.close()
         self._orphans.clear()
 
-    def table(self) -> dict[bytes, Callable[..., Any]]:
-        """The functions `bridge.lua` receives as `B`."""
+    def table(self) -> dict[bytes, Any]:
+        """The functions `bridge.lua` receives as `B` (and `B.sandbox`)."""
         names = [
             "token",
             "tcp",
@@ -203,7 +208,9 @@ class Bridge:
             "udp_setsockname",
             "udp_setpeername",
         ]
-        return {name.encode(): getattr(self, name) for name in names}
+        table: dict[bytes, Any] = {name.encode(): getattr(self, name) for name in names}
+        table[b"sandbox"] = self.sandbox
+        return table
 
     # -- synchronous calls ---------------------------------------------------
 
@@ -344,13 +351,16 @@ class Bridge:
     def gethostname() -> bytes:
         return socket.gethostname().encode()
 
-    def foreign(self, fd: int, dirty: bool) -> _Foreign | _Socket | _Udp:
+    def foreign(self, fd: int, dirty: bool) -> _Foreign | _Socket | _Udp | None:
         # A wrapper (an LTN12 source or sink, say) around one of our own
         # sockets: watch the socket itself (its descriptor belongs to a
         # transport, which the loop will not let anybody else watch).
         for obj in self.sockets:
             if not obj._closed and obj.getfd() == fd:
                 return obj
+        if self.sandbox:
+            # Any other descriptor is the host's (None: a Lua error).
+            return None
         return _Foreign(fd, dirty)
 
     def spawn(self, thread: int, *args: object) -> None:

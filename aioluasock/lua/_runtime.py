@@ -36,13 +36,12 @@ _MIME_SOURCE: Final = resources.files(__package__).joinpath("mime_core.lua").rea
 # Runs once per state, before the script: loads bridge.lua, installs the
 # modules and the coroutine library, and applies the sandbox.
 _SETUP: Final = b"""
-local bridge_source, B, sandbox, extra_path, mime_source, limit_message = ...
+local bridge_source, B, sandbox, extra_path, mime_source, limited = ...
 local api = assert(load(bridge_source, "=[aioluasock]", "t"))(B)
 -- For the CPU limit (see _budget.py): what makes a thread fail past it.
-local sethook, running = debug.sethook, coroutine.running
-local function over() error(limit_message, 0) end
-debug.getregistry()["aioluasock.kill"] = function() sethook(running(), over, "", 1) end
-local main_thread = string.format("%p", running())
+debug.getregistry()["aioluasock.kill"] = api.kill
+if limited then xpcall = api.xpcall end
+local main_thread = string.format("%p", coroutine.running())
 local mime_core = assert(load(mime_source, "=[mime.core]", "t"))
 local real_load, stdout = load, io.stdout
 python = nil
@@ -66,6 +65,17 @@ if sandbox then
   io, os, debug, package, load, loadfile, dofile = nil, nil, nil, nil, nil, nil, nil
   string.dump = nil
   collectgarbage = nil
+  -- Lua runs finalizers with hooks off: a script's own `__gc` would be
+  -- beyond the time slice and the CPU limit (and would run when the state
+  -- is closed, after the script).
+  local setmetatable = setmetatable
+  _G.setmetatable = function(t, mt)
+    if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+      error("__gc metamethods are not permitted in the sandbox", 2)
+    end
+    local r = setmetatable(t, mt)
+    return r
+  end
   require = function(name)
     if type(name) ~= "string" then error("bad argument #1 to 'require' (string expected)", 2) end
     local value = loaded[name]
@@ -187,7 +197,9 @@ class Script:
         args: the script's arguments (the `arg` table and the chunk's `...`).
         sandbox: no `io`, `os`, `debug`, `package`, `load`, `loadfile`,
             `dofile`, `string.dump` or `collectgarbage`; `require` serves only
-            ``"socket"``, ``"socket.core"`` and ``"aioluasock"``.
+            ``"socket"``, ``"socket.core"``, ``"mime.core"`` and
+            ``"aioluasock"``; no descriptor but the script's own sockets'
+            (`setfd` and foreign descriptors in `select` raise errors).
         max_memory: cap on the Lua state's memory, in bytes (None: no cap).
         prelude: chunks run first, in order, as ``lua -e`` does: Lua source
             as `bytes`, or ``("require", name)`` for ``lua -l name``.
@@ -303,7 +315,7 @@ class Script:
             self._sandbox,
             extra,
             _MIME_SOURCE,
-            LIMIT_MESSAGE.encode(),
+            self._cpu_limit is not None,
         )
         return runtime, setup
 
@@ -333,7 +345,7 @@ class _Run:
         self._failure: LuaError | None = None
         self._exit: int | None = None
         self._idle: asyncio.Future[None] | None = None
-        self._bridge = Bridge(self._spawn, self._tasks, self._running)
+        self._bridge = Bridge(self._spawn, self._tasks, self._running, sandbox=script._sandbox)
         self._runtime, setup = script._runtime(self._bridge)
         self._budget: Budget | None = None
         if script._slice is not None or script._cpu_limit is not None:
