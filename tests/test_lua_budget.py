@@ -4,6 +4,7 @@ CPU limit, and the sandbox's walls, one escape attempt at a time."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import socket
@@ -48,7 +49,7 @@ async def _ticks_while(work: Awaitable[T]) -> tuple[T, float, int]:
         done = True
         stamps.append(loop.time())
         await task
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     return result, max(gaps), len(stamps) - 2
 
 
@@ -165,7 +166,7 @@ async def test_a_copas_dispatcher_with_a_busy_thread() -> None:
     # thread computing for about a second is paused through them, then the
     # dispatcher serves the clients (that connected in the meantime).
     copas = "/usr/share/lua/5.1/copas.lua"
-    if not os.path.exists(copas):
+    if not os.path.exists(copas):  # noqa: ASYNC240  # a test's setup
         message = f"{copas} is missing (apt-get install -y lua-copas lua-coxpcall)"
         if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
             pytest.fail(message)
@@ -232,13 +233,16 @@ RUNAWAYS: Final = {
     "loop": "while true do end",
     "pcall in a loop": "while true do pcall(function() while true do end end) end",
     "coroutine": "coroutine.wrap(function() while true do end end)()",
-    "spawned task": "local aio = require 'aioluasock'; aio.spawn(function() while true do end end); aio.waitall()",
+    "spawned task": (
+        "local aio = require 'aioluasock'; aio.spawn(function() while true do end end); aio.waitall()"
+    ),
     "gsub callback": "string.gsub('abc', '.', function() while true do end end)",
     "sort comparator": "table.sort({3, 2, 1}, function() while true do end end)",
     "pcall in a gsub callback": "string.gsub('abc', '.', function() while true do pcall(error, 'x') end end)",
     "xpcall handler": "xpcall(error, function() while true do end end)",
     "xpcall handler in a gsub callback": (
-        "string.gsub('x', '.', function() xpcall(function() while true do end end, function() while true do end end) end)"
+        "string.gsub('x', '.', function()"
+        " xpcall(function() while true do end end, function() while true do end end) end)"
     ),
     "__close": "do local x <close> = setmetatable({}, {__close = function() while true do end end}) end",
     "__close of a coroutine that died": """
