@@ -8,6 +8,8 @@ import itertools
 import os
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Awaitable
 from typing import Final, TypeVar
 
@@ -308,6 +310,28 @@ async def test_cpu_limit_is_the_sum_of_all_tasks_and_slices() -> None:
     assert isinstance(total, float) and total > 0
     with pytest.raises(LuaError, match="CPU time limit exceeded"):
         await run_string(code, cpu_limit=0.6 * total)
+
+
+def test_cli_slice_and_cpu_limit() -> None:
+    command = [sys.executable, "-m", "aioluasock", "run"]
+    done = subprocess.run(
+        [*command, "--cpu-limit", "0.2", "-e", "while true do end"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert b"CPU time limit exceeded (0.2 s of CPU time)" in done.stderr
+    done = subprocess.run(
+        [*command, "--slice", "0", "-e", "print(1)"], capture_output=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, b"1\n")
+    for option in ("--slice", "--cpu-limit"):
+        done = subprocess.run(
+            [*command, option, "-1", "-e", "print(1)"], capture_output=True, timeout=60, check=False
+        )
+        assert done.returncode == 1
+        assert f"'{option}' needs a number of seconds".encode() in done.stderr
 
 
 @pytest.mark.asyncio

@@ -98,15 +98,21 @@ def available() -> bool:
     return _library() is not None
 
 
-@functools.cache
-def _registry_checked(lib: ctypes.CDLL, state: int) -> bool:
+_registry_checked: bool | None = None
+
+
+def _registry_index_is_right(lib: ctypes.CDLL, state: int) -> bool:
     # lua_absindex returns a pseudo-index unchanged and turns a stack index
     # into a positive one, touching no memory: the registry index is right
-    # when it is the greatest pseudo-index.
-    return bool(
-        lib.lua_absindex(state, _LUA_REGISTRYINDEX) == _LUA_REGISTRYINDEX
-        and lib.lua_absindex(state, _LUA_REGISTRYINDEX + 1) != _LUA_REGISTRYINDEX + 1
-    )
+    # when it is the greatest pseudo-index. Once per process: it is a
+    # constant of the Lua build.
+    global _registry_checked
+    if _registry_checked is None:
+        _registry_checked = bool(
+            lib.lua_absindex(state, _LUA_REGISTRYINDEX) == _LUA_REGISTRYINDEX
+            and lib.lua_absindex(state, _LUA_REGISTRYINDEX + 1) != _LUA_REGISTRYINDEX + 1
+        )
+    return _registry_checked
 
 
 @final
@@ -156,7 +162,7 @@ class Budget:
         Args:
             main_thread: the address of the state's main `lua_State`.
         """
-        if self.cpu_limit is not None and not _registry_checked(self._lib, main_thread):
+        if self.cpu_limit is not None and not _registry_index_is_right(self._lib, main_thread):
             raise RuntimeError("this lupa build's Lua registry index is not the one expected")
         self._main = main_thread
         self._lib.lua_sethook(main_thread, self._hook, _LUA_MASKCOUNT, CHECK)
