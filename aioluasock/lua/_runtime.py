@@ -24,6 +24,7 @@ import lupa.lua54 as lupa
 from .._errors import BusyError
 from ._bridge import Bridge, ScriptExit, Values
 from ._budget import LIMIT_MESSAGE, Budget
+from ._budget import available as budget_available
 
 __all__ = ["DEFAULT_SLICE", "LuaError", "LuaSyntaxError", "Script", "ScriptResult", "run_file", "run_string"]
 
@@ -198,8 +199,11 @@ class Script:
         sandbox: no `io`, `os`, `debug`, `package`, `load`, `loadfile`,
             `dofile`, `string.dump` or `collectgarbage`; `require` serves only
             ``"socket"``, ``"socket.core"``, ``"mime.core"`` and
-            ``"aioluasock"``; no descriptor but the script's own sockets'
-            (`setfd` and foreign descriptors in `select` raise errors).
+            ``"aioluasock"``; binary chunks are refused; no descriptor but
+            the script's own sockets' (`setfd` and foreign descriptors in
+            `select` raise errors); no `__gc` metamethods (Lua runs
+            finalizers with hooks off: beyond `slice` and `cpu_limit`);
+            `getmetatable` on a socket or task handle gives a copy.
         max_memory: cap on the Lua state's memory, in bytes (None: no cap).
         prelude: chunks run first, in order, as ``lua -e`` does: Lua source
             as `bytes`, or ``("require", name)`` for ``lua -l name``.
@@ -348,8 +352,13 @@ class _Run:
         self._bridge = Bridge(self._spawn, self._tasks, self._running, sandbox=script._sandbox)
         self._runtime, setup = script._runtime(self._bridge)
         self._budget: Budget | None = None
-        if script._slice is not None or script._cpu_limit is not None:
-            self._budget = Budget(script._slice, script._cpu_limit)
+        slice_, cpu_limit = script._slice, script._cpu_limit
+        if slice_ == DEFAULT_SLICE and cpu_limit is None and not budget_available():
+            # A lupa without the Lua C API: the default runs unsliced; asking
+            # for a slice or a limit explicitly raises (in Budget).
+            slice_ = None
+        if slice_ is not None or cpu_limit is not None:
+            self._budget = Budget(slice_, cpu_limit)
         (
             self._step,
             self._new_root,
@@ -457,8 +466,9 @@ class _Run:
                 except lupa.LuaMemoryError:
                     raise LuaError("not enough memory") from None
                 except lupa.LuaError:
-                    # The limit's error reached the state's main thread (a
-                    # finalizer was running there when it was passed).
+                    # The limit's error reached the state's main thread,
+                    # which runs `step` itself (and the script's code only
+                    # through it: an error value's __tostring).
                     if budget.exceeded:
                         raise LuaError(budget.message()) from None
                     raise
