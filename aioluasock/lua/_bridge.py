@@ -120,6 +120,8 @@ class Bridge:
         tasks: the script's tasks by id, while Lua holds their handles (for
             `wait` and `cancel`).
         running: the script's tasks that have not ended.
+        sandbox: the script is sandboxed: it may use no descriptor but its
+            own sockets' (no `setfd`, no foreign descriptors in `select`).
     """
 
     def __init__(
@@ -127,7 +129,10 @@ class Bridge:
         spawn: Callable[[int, Values], None],
         tasks: dict[int, asyncio.Task[Values]],
         running: set[asyncio.Task[Values]],
+        *,
+        sandbox: bool = False,
     ) -> None:
+        self.sandbox = sandbox
         self._spawn = spawn
         self._tasks = tasks
         self._running = running
@@ -161,8 +166,8 @@ class Bridge:
             sock.close()
         self._orphans.clear()
 
-    def table(self) -> dict[bytes, Callable[..., Any]]:
-        """The functions `bridge.lua` receives as `B`."""
+    def table(self) -> dict[bytes, Any]:
+        """The functions `bridge.lua` receives as `B` (and `B.sandbox`)."""
         names = [
             "token",
             "tcp",
@@ -196,6 +201,7 @@ class Bridge:
             "send_now",
             "select",
             "sleep",
+            "pause",
             "global_connect",
             "toip",
             "tohostname",
@@ -235,7 +241,9 @@ class Bridge:
             "ssl_loadcert",
             "x509",
         ]
-        return {name.encode(): getattr(self, name) for name in names}
+        table: dict[bytes, Any] = {name.encode(): getattr(self, name) for name in names}
+        table[b"sandbox"] = self.sandbox
+        return table
 
     # -- synchronous calls ---------------------------------------------------
 
@@ -376,13 +384,16 @@ class Bridge:
     def gethostname() -> bytes:
         return socket.gethostname().encode()
 
-    def foreign(self, fd: int, dirty: bool) -> _Foreign | TcpSocket | _Udp:
+    def foreign(self, fd: int, dirty: bool) -> _Foreign | TcpSocket | _Udp | None:
         # A wrapper (an LTN12 source or sink, say) around one of our own
         # sockets: watch the socket itself (its descriptor belongs to a
         # transport, which the loop will not let anybody else watch).
         for obj in self.sockets:
             if not obj._closed and obj.getfd() == fd:
                 return obj
+        if self.sandbox:
+            # Any other descriptor is the host's (None: a Lua error).
+            return None
         return _Foreign(fd, dirty)
 
     def spawn(self, thread: int, *args: object) -> None:
@@ -856,6 +867,17 @@ class Bridge:
     @staticmethod
     async def sleep(seconds: float) -> Values:
         await asyncio.sleep(seconds)
+        return ()
+
+    @staticmethod
+    async def pause() -> Values:
+        """The end of a time slice: let the loop run everything else once."""
+        # A bare sleep(0) would put this task ahead of the timers and I/O
+        # callbacks the loop's next poll makes ready, and the script would
+        # run a second slice before them; the second sleep(0) lets the
+        # loop's next iteration run them first.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
         return ()
 
     async def _hostent(self, address: bytes, reverse_ip: bool) -> Values:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from typing import Any, Final
 
-from ._runtime import LuaError, LuaSyntaxError, Script, ScriptResult
+from ._runtime import DEFAULT_SLICE, LuaError, LuaSyntaxError, Script, ScriptResult
 
 __all__ = ["cli_main"]
 
@@ -17,6 +18,9 @@ Available options are:
   -l name       require library 'name' into global 'name'
   -v            show version information
   --loop NAME   run on the 'asyncio' (default) or 'uvloop' event loop
+  --slice S     yield to the loop after S seconds of computing (default
+                {DEFAULT_SLICE:g}; 0: never)
+  --cpu-limit S end the script after S seconds of CPU time
   --            stop handling options
   -             execute stdin and stop handling options
 """
@@ -40,9 +44,12 @@ def cli_main(argv: list[str]) -> int:
     Returns:
         The exit status: 0, the code given to `os.exit`, or 1 after an
         uncaught error (its message and Lua traceback go to stderr).
+        ``--slice SECONDS`` and ``--cpu-limit SECONDS`` set the script's
+        time slice (0: none) and CPU limit (see `Script`).
     """
     prelude: list[bytes | tuple[str, str]] = []
     loop_name = "asyncio"
+    budget: dict[str, float | None] = {}
     index = 0
     script: str | None = None
     while index < len(argv):
@@ -51,7 +58,9 @@ def cli_main(argv: list[str]) -> int:
             index += 1
             script = argv[index] if index < len(argv) else None
             break
-        if item in ("-e", "-l", "--loop") or (item.startswith(("-e", "-l")) and len(item) > 2):
+        if item in ("-e", "-l", "--loop", "--slice", "--cpu-limit") or (
+            item.startswith(("-e", "-l")) and len(item) > 2
+        ):
             if len(item) > 2 and item[:2] in ("-e", "-l"):
                 value, flag = item[2:], item[:2]
             elif index + 1 < len(argv):
@@ -64,6 +73,11 @@ def cli_main(argv: list[str]) -> int:
                 prelude.append(value.encode("utf-8", "surrogateescape"))
             elif flag == "-l":
                 prelude.append(("require", value))
+            elif flag in ("--slice", "--cpu-limit"):
+                seconds = _seconds(value)
+                if seconds is None or (seconds == 0 and flag == "--cpu-limit"):
+                    return _fail(f"'{flag}' needs a number of seconds, not '{value}'")
+                budget["slice" if flag == "--slice" else "cpu_limit"] = seconds or None
             else:
                 if value not in ("asyncio", "uvloop"):
                     return _fail(f"unknown loop '{value}' (use asyncio or uvloop)")
@@ -83,7 +97,7 @@ def cli_main(argv: list[str]) -> int:
         sys.stderr.write(_USAGE)
         return 1
     script_args = tuple(argv[index + 1 :]) if script is not None else ()
-    options: dict[str, Any] = {"prelude": tuple(prelude), "interpreter_args": tuple(argv[:index])}
+    options: dict[str, Any] = {"prelude": tuple(prelude), "interpreter_args": tuple(argv[:index]), **budget}
     try:
         if script is None:
             runner = Script(b"", "=(command line)", argv0=_PROG, **options)
@@ -102,6 +116,15 @@ def cli_main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted!")
     return result.status
+
+
+def _seconds(text: str) -> float | None:
+    """A non-negative, finite number of seconds, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 <= value < math.inf else None
 
 
 def _run(script: Script, loop_name: str) -> ScriptResult:

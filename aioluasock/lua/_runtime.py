@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,8 +23,13 @@ import lupa.lua54 as lupa
 
 from .._errors import BusyError
 from ._bridge import Bridge, ScriptExit, Values
+from ._budget import LIMIT_MESSAGE, Budget
+from ._budget import available as budget_available
 
-__all__ = ["LuaError", "LuaSyntaxError", "Script", "ScriptResult", "run_file", "run_string"]
+__all__ = ["DEFAULT_SLICE", "LuaError", "LuaSyntaxError", "Script", "ScriptResult", "run_file", "run_string"]
+
+DEFAULT_SLICE: Final = 0.01
+"""Seconds of wall-clock time a script's step may run before it yields to the loop."""
 
 _BRIDGE_SOURCE: Final = resources.files(__package__).joinpath("bridge.lua").read_bytes()
 _MIME_SOURCE: Final = resources.files(__package__).joinpath("mime_core.lua").read_bytes()
@@ -32,8 +38,12 @@ _LUASEC_SOURCE: Final = resources.files(__package__).joinpath("luasec.lua").read
 # Runs once per state, before the script: loads bridge.lua, installs the
 # modules and the coroutine library, and applies the sandbox.
 _SETUP: Final = b"""
-local bridge_source, B, sandbox, extra_path, mime_source, luasec_source = ...
+local bridge_source, B, sandbox, extra_path, mime_source, luasec_source, limited = ...
 local api = assert(load(bridge_source, "=[aioluasock]", "t"))(B)
+-- For the CPU limit (see _budget.py): what makes a thread fail past it.
+debug.getregistry()["aioluasock.kill"] = api.kill
+if limited then xpcall = api.xpcall end
+local main_thread = string.format("%p", coroutine.running())
 local mime_core = assert(load(mime_source, "=[mime.core]", "t"))
 local luasec = assert(load(luasec_source, "=[ssl]", "t"))
 local internal = api.internal
@@ -56,6 +66,7 @@ if sandbox then
   mode = "t"
   local preload, loaded = package.preload, package.loaded
   preload["ssl"] = nil  -- it opens files (keys, certificates)
+  preload["socket.unix"] = nil  -- it makes and connects to files
   local keep = { _G = true, coroutine = true, math = true, string = true, table = true, utf8 = true }
   for name in pairs(loaded) do
     if not keep[name] then loaded[name] = nil end
@@ -63,6 +74,17 @@ if sandbox then
   io, os, debug, package, load, loadfile, dofile = nil, nil, nil, nil, nil, nil, nil
   string.dump = nil
   collectgarbage = nil
+  -- Lua runs finalizers with hooks off: a script's own `__gc` would be
+  -- beyond the time slice and the CPU limit (and would run when the state
+  -- is closed, after the script).
+  local setmetatable = setmetatable
+  _G.setmetatable = function(t, mt)
+    if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+      error("__gc metamethods are not permitted in the sandbox", 2)
+    end
+    local r = setmetatable(t, mt)
+    return r
+  end
   require = function(name)
     if type(name) ~= "string" then error("bad argument #1 to 'require' (string expected)", 2) end
     local value = loaded[name]
@@ -101,7 +123,7 @@ local function run_all(...)
     end
   end
 end
-return api.step, api.new_root, api.drop, api.RAISE, compile, set_arg, flush, run_all, api.finish
+return api.step, api.new_root, api.drop, api.RAISE, compile, set_arg, flush, run_all, api.finish, main_thread
 """
 
 _DEBIAN_PATH: Final = "/usr/share/lua/5.4"
@@ -184,13 +206,34 @@ class Script:
         args: the script's arguments (the `arg` table and the chunk's `...`).
         sandbox: no `io`, `os`, `debug`, `package`, `load`, `loadfile`,
             `dofile`, `string.dump` or `collectgarbage`; `require` serves only
-            ``"socket"``, ``"socket.core"`` and ``"aioluasock"``.
+            ``"socket"``, ``"socket.core"``, ``"mime.core"`` and
+            ``"aioluasock"``; binary chunks are refused; no descriptor but
+            the script's own sockets' (`setfd` and foreign descriptors in
+            `select` raise errors); no `__gc` metamethods (Lua runs
+            finalizers with hooks off: beyond `slice` and `cpu_limit`);
+            `getmetatable` on a socket or task handle gives a copy.
         max_memory: cap on the Lua state's memory, in bytes (None: no cap).
         prelude: chunks run first, in order, as ``lua -e`` does: Lua source
             as `bytes`, or ``("require", name)`` for ``lua -l name``.
         argv0: the `arg[0]` entry (the script name); None: the chunk name.
         interpreter, interpreter_args: `arg`'s negative entries, as the `lua`
             command puts its own name and options there.
+        slice: the time slice, in seconds: a script that computes for longer
+            than this without waiting on a socket yields to the loop, so the
+            loop's other tasks (and other scripts) keep running. None: no
+            slicing (a busy script then holds the loop until it waits; Lua
+            runs without the count hook, up to twice as fast in tight loops).
+            Lua cannot yield inside a C function that called it (a
+            `string.gsub` callback, a `table.sort` comparator, a `require`d
+            chunk), nor during one long C call (`string.rep`, a pattern
+            match): there the slice ends at the first point where it can.
+        cpu_limit: CPU seconds the script may use, in all its tasks together
+            (None: no limit). Past it the script ends with a `LuaError`
+            "CPU time limit exceeded", its tasks cancelled and its sockets
+            closed; a `pcall` cannot catch it.
+
+    Without the sandbox a script can remove its own time slice and limit with
+    `debug.sethook`; with it, `debug` is out of its reach.
 
     Python attributes are never reachable from Lua: the state has no
     `python` module and refuses attribute access on any Python object.
@@ -208,7 +251,14 @@ class Script:
         argv0: str | None = None,
         interpreter: str = "aioluasock",
         interpreter_args: tuple[str, ...] = (),
+        slice: float | None = DEFAULT_SLICE,
+        cpu_limit: float | None = None,
     ) -> None:
+        for name, value in (("slice", slice), ("cpu_limit", cpu_limit)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf)
+            ):
+                raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
         self._source = source.encode() if isinstance(source, str) else source
         self._chunkname = chunkname
         self._args = tuple(a.encode() if isinstance(a, str) else a for a in args)
@@ -218,6 +268,8 @@ class Script:
         self._argv0 = argv0
         self._interpreter = interpreter
         self._interpreter_args = interpreter_args
+        self._slice = None if slice is None else float(slice)
+        self._cpu_limit = None if cpu_limit is None else float(cpu_limit)
 
     @classmethod
     def from_file(cls, path: str, args: tuple[str | bytes, ...] = (), **options: Any) -> Script:
@@ -244,7 +296,8 @@ class Script:
             LuaSyntaxError: a chunk does not compile.
             LuaError: an uncaught Lua error in the main chunk or in a spawned
                 task (the other tasks are cancelled); "not enough memory"
-                when `max_memory` is exceeded.
+                when `max_memory` is exceeded; "CPU time limit exceeded"
+                past `cpu_limit`.
             asyncio.CancelledError: the task was cancelled: the script's tasks
                 are cancelled and its sockets closed first.
         """
@@ -275,6 +328,7 @@ class Script:
             extra,
             _MIME_SOURCE,
             _LUASEC_SOURCE,
+            self._cpu_limit is not None,
         )
         return runtime, setup
 
@@ -304,8 +358,16 @@ class _Run:
         self._failure: LuaError | None = None
         self._exit: int | None = None
         self._idle: asyncio.Future[None] | None = None
-        self._bridge = Bridge(self._spawn, self._tasks, self._running)
+        self._bridge = Bridge(self._spawn, self._tasks, self._running, sandbox=script._sandbox)
         self._runtime, setup = script._runtime(self._bridge)
+        self._budget: Budget | None = None
+        slice_, cpu_limit = script._slice, script._cpu_limit
+        if slice_ == DEFAULT_SLICE and cpu_limit is None and not budget_available():
+            # A lupa without the Lua C API: the default runs unsliced; asking
+            # for a slice or a limit explicitly raises (in Budget).
+            slice_ = None
+        if slice_ is not None or cpu_limit is not None:
+            self._budget = Budget(slice_, cpu_limit)
         (
             self._step,
             self._new_root,
@@ -316,13 +378,18 @@ class _Run:
             self._flush,
             self._run_all,
             self._finish,
+            main_thread,
         ) = setup
+        self._main_thread = int(main_thread, 16)
 
     async def run(self) -> ScriptResult:
         script = self._script
         loop = asyncio.get_running_loop()
         self._idle = loop.create_future()
+        budget = self._budget
         try:
+            if budget is not None:
+                budget.install(self._main_thread)
             try:
                 chunks = script._chunks(self._compile)
             except lupa.LuaMemoryError:
@@ -346,6 +413,8 @@ class _Run:
                 raise self._failure
             return ScriptResult(0, tuple(_to_python(v) for v in self._main_values))
         finally:
+            if budget is not None:
+                budget.uninstall()
             self._bridge.close_all()
             if self._bridge.handshakes:
                 await self._bridge.handshakes.settle()
@@ -393,12 +462,35 @@ class _Run:
 
     async def _drive_steps(self, co: int, args: Values, main: bool) -> Values:
         step = self._step
+        budget = self._budget
         values: Values = args
         while True:
-            try:
-                result = step(co, *values)
-            except lupa.LuaMemoryError:
-                raise LuaError("not enough memory") from None
+            if budget is None:
+                try:
+                    result = step(co, *values)
+                except lupa.LuaMemoryError:
+                    raise LuaError("not enough memory") from None
+            else:
+                budget.begin()
+                try:
+                    result = step(co, *values)
+                except lupa.LuaMemoryError:
+                    raise LuaError("not enough memory") from None
+                except lupa.LuaError:
+                    # The limit's error reached the state's main thread,
+                    # which runs `step` itself (and the script's code only
+                    # through it: an error value's __tostring).
+                    if budget.exceeded:
+                        raise LuaError(budget.message()) from None
+                    raise
+                finally:
+                    budget.end()
+                if budget.exceeded:
+                    # Never resume a script past its limit; where its error
+                    # already ended a coroutine, its message is ours.
+                    traceback = _decode(result[2]) if result[0] == 3 else ""
+                    message = budget.message()
+                    raise LuaError(message, traceback.replace(LIMIT_MESSAGE, message, 1))
             kind = result[0]
             if kind == 2:
                 try:
@@ -419,15 +511,23 @@ class _Run:
 
 
 async def run_file(
-    path: str, *args: str | bytes, sandbox: bool = False, max_memory: int | None = None
+    path: str,
+    *args: str | bytes,
+    sandbox: bool = False,
+    max_memory: int | None = None,
+    slice: float | None = DEFAULT_SLICE,
+    cpu_limit: float | None = None,
 ) -> ScriptResult:
-    """Run the Lua script at `path` on the running loop (see `Script.run`).
+    """Run the Lua script at `path` on the running loop (see `Script` and `Script.run`).
 
     Example::
 
         result = await aioluasock.lua.run_file("server.lua", "8080")
     """
-    return await Script.from_file(path, tuple(args), sandbox=sandbox, max_memory=max_memory).run()
+    script = Script.from_file(
+        path, tuple(args), sandbox=sandbox, max_memory=max_memory, slice=slice, cpu_limit=cpu_limit
+    )
+    return await script.run()
 
 
 async def run_string(
@@ -436,6 +536,17 @@ async def run_string(
     chunkname: str = "=(string)",
     sandbox: bool = False,
     max_memory: int | None = None,
+    slice: float | None = DEFAULT_SLICE,
+    cpu_limit: float | None = None,
 ) -> ScriptResult:
-    """Run a chunk of Lua source on the running loop (see `Script.run`)."""
-    return await Script(source, chunkname, tuple(args), sandbox=sandbox, max_memory=max_memory).run()
+    """Run a chunk of Lua source on the running loop (see `Script` and `Script.run`)."""
+    script = Script(
+        source,
+        chunkname,
+        tuple(args),
+        sandbox=sandbox,
+        max_memory=max_memory,
+        slice=slice,
+        cpu_limit=cpu_limit,
+    )
+    return await script.run()

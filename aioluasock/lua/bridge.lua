@@ -13,6 +13,12 @@
 -- results. Socket calls inside the script's own coroutines reach the driver
 -- because this file replaces `coroutine.resume`/`wrap` with versions that
 -- pass such yields outward (the technique of Copas and cqueues).
+--
+-- The time slice (aioluasock/lua/_budget.py) suspends a busy coroutine from a
+-- count hook: a yield of no values whose top frame is a Lua function (a
+-- script's own `coroutine.yield()` has the C function `yield` on top). Such a
+-- pause is turned into a zero-second sleep request and passed outward the
+-- same way, so the loop runs its other tasks before the script goes on.
 
 local B = ...
 
@@ -26,8 +32,12 @@ local co_status, co_running, co_isyieldable, co_close = coroutine.status, corout
   coroutine.isyieldable, coroutine.close
 local dgetinfo, dsetmetatable, dgetmetatable, dtraceback = debug.getinfo, debug.setmetatable,
   debug.getmetatable, debug.traceback
+local dsethook = debug.sethook
 
 local REQ = {}    -- tags a yield that is a request to the Python driver
+local sandboxed = B.sandbox  -- no descriptor but the script's own sockets'
+local killed = false        -- past the CPU limit (see `kill`)
+local PAUSE = pack(true, REQ, B.pause)  -- the request a time slice's end becomes
 local RAISE = {}  -- first value of a resume that must raise in the requester
 local roots = setmetatable({}, { __mode = "k" })    -- coroutines driven by Python tasks
 local passing = setmetatable({}, { __mode = "k" })  -- user coroutines passing a request outward
@@ -113,17 +123,35 @@ end
 local coroutine_lib = {}
 for k, v in pairs(coroutine) do coroutine_lib[k] = v end
 
+-- `co` yielded nothing: did the time slice's hook suspend it?
+local function paused(co)
+  local info = dgetinfo(co, 0, "S")
+  return info ~= nil and info.what ~= "C"
+end
+
 local function resume(co, ...)
   if roots[co] then return false, "cannot resume non-suspended coroutine" end
   local r = pack(co_resume(co, ...))
   -- A request yielded inside `co`: pass it on to our own resumer (the driver
   -- in the end), then hand the answer back to `co`.
-  while r[1] and r[2] == REQ and co_status(co) == "suspended" do
+  while r[1] and co_status(co) == "suspended" do
+    if r[2] ~= REQ then
+      if r.n ~= 1 or not paused(co) then break end
+      -- The end of a time slice. Where we cannot yield (a C function called
+      -- us) `co` goes on at once; the hook tries again later.
+      if co_isyieldable() then
+        r = PAUSE
+      else
+        r = pack(co_resume(co))
+        goto again
+      end
+    end
     passing[co] = true
     local answer = pack(pcall(co_yield, REQ, unpack(r, 3, r.n)))
     passing[co] = nil
     if not answer[1] then error(answer[2], 0) end
     r = pack(co_resume(co, unpack(answer, 2, answer.n)))
+    ::again::
   end
   return unpack(r, 1, r.n)
 end
@@ -134,7 +162,7 @@ local function wrap(f)
     local r = pack(resume(co, ...))
     if r[1] then return unpack(r, 2, r.n) end
     local err = r[2]
-    if co_status(co) == "dead" then co_close(co) end
+    if co_status(co) == "dead" and not killed then co_close(co) end
     if type(err) == "string" then error(err, 2) end
     error(err, 0)
   end
@@ -165,6 +193,18 @@ function coroutine_lib.running()
   local co, main = co_running()
   if roots[co] == "main" then return co, true end
   return co, main
+end
+
+-- The roots are driven by Python, and a coroutine passing a request is as
+-- good as running ("normal"): closing either would pull it from under a wait.
+function coroutine_lib.close(co)
+  if type(co) ~= "thread" then argerror(2, 1, "thread expected, got " .. typename(co, co ~= nil)) end
+  if (roots[co] and co_status(co) ~= "dead") or passing[co] then
+    local what = co == co_running() and "running" or "normal"
+    error("cannot close a " .. what .. " coroutine", 0)
+  end
+  if killed then error("CPU time limit exceeded", 0) end
+  return co_close(co)
 end
 
 function coroutine_lib.isyieldable(...)
@@ -218,19 +258,36 @@ end
 
 local finished = false  -- the script ended: never call Python from a finalizer
 
+-- Lupa's metatable must never be left where the script can reach it (from
+-- a hand-called `__gc`): with it, a script could catch the bridge's Python
+-- functions as they are called (`__call`) and call them with any arguments.
+local finalized_mt = { __name = "finalized socket", __metatable = false }
+
 local function gc_obj(ud)
   if finished then return end
   local o = impl[ud]
-  if o ~= nil then
-    impl[ud] = nil
-    B.close(o)
-  end
+  if o == nil then return end  -- not ours, or finalized already
+  impl[ud] = nil
+  B.close(o)
   -- Give the userdata back to lupa so it releases its Python token.
   if pymt then
     dsetmetatable(ud, pymt)
     local gc = rawget(pymt, "__gc")
     if gc then gc(ud) end
+    dsetmetatable(ud, finalized_mt)
   end
+end
+
+-- In the sandbox, `getmetatable` gives a copy of a metatable of the bridge:
+-- a script changing the real one (its `__gc`, which Lua runs with hooks
+-- off, so beyond the time slice and the CPU limit) would reach past it.
+local function guard(mt)
+  if sandboxed then
+    local copy = {}
+    for k, v in pairs(mt) do copy[k] = v end
+    mt.__metatable = copy
+  end
+  return mt
 end
 
 local function make_close(any)
@@ -248,10 +305,16 @@ local function make_getfd(any)
   end
 end
 
+-- A sandboxed script could take any of the host's descriptors with setfd.
+local function nosetfd()
+  if sandboxed then error("setfd is not permitted in the sandbox", 3) end
+end
+
 local function make_setfd(any)
   return function(self, ...)
   local o = checkobj(2, self, any)
   local fd = checknumber(2, 2, (...), select("#", ...) > 0)
+  nosetfd()
   B.setfd(o, trunc(fd))
   end
 end
@@ -530,13 +593,13 @@ methods.setsockname = methods.bind
 for _, class in ipairs({ "tcp{master}", "tcp{client}", "tcp{server}" }) do
   local index = { class = class }
   for k, f in pairs(methods) do index[k] = f end
-  classes[class] = {
+  classes[class] = guard({
     __index = index,
     __name = class,
     __tostring = tostring_obj,
     __gc = gc_obj,
     ["tcp{any}"] = true,
-  }
+  })
 end
 
 -------------------------------------------------------------------------------
@@ -567,6 +630,7 @@ end
 function udp_methods.setfd(self, ...)
   local o = checkobj(2, self, "udp{any}")
   local fd = checknumber(2, 2, (...), select("#", ...) > 0)
+  nosetfd()
   B.setfd(o, trunc(fd))
 end
 
@@ -701,14 +765,14 @@ end
 for _, class in ipairs({ "udp{unconnected}", "udp{connected}" }) do
   local index = { class = class }
   for k, f in pairs(udp_methods) do index[k] = f end
-  classes[class] = {
+  classes[class] = guard({
     __index = index,
     __name = class,
     __tostring = tostring_obj,
     __gc = gc_obj,
     ["udp{any}"] = true,
     ["select{able}"] = true,
-  }
+  })
 end
 
 -------------------------------------------------------------------------------
@@ -828,14 +892,14 @@ for group, list in pairs({
     local class = list[i]
     local index = { class = class }
     for k, f in pairs(list[1]) do index[k] = f end
-    classes[class] = {
+    classes[class] = guard({
       __index = index,
       __name = class,
       __tostring = tostring_obj,
       __gc = gc_obj,
       [group] = true,
       ["select{able}"] = group == "unixdgram{any}" or nil,
-    }
+    })
   end
 end
 
@@ -969,6 +1033,9 @@ function socket.select(...)
             local dirty = false
             if k == 1 and e.dirty ~= nil then dirty = e:dirty() and true or false end
             o = B.foreign(trunc(fd), dirty)
+            if o == nil then
+              error(sformat("select: descriptor %d is not one of the script's sockets (sandbox)", trunc(fd)), 2)
+            end
           end
         end
       end
@@ -1206,10 +1273,11 @@ end
 -------------------------------------------------------------------------------
 
 local ext = { _VERSION = "aioluasock 0.1" }
-local task_mt = { __name = "aioluasock.task" }
-task_mt.__index = task_mt
+local task_methods = {}  -- not the metatable: `t.__index` must not lead to it
+local task_mt = { __name = "aioluasock.task", __index = task_methods }
 function task_mt.__tostring(t) return sformat("aioluasock.task: %p", t) end
 function task_mt.__gc(t) if not finished then B.forget(t.id) end end
+guard(task_mt)
 
 -- Root coroutines (driven by Python tasks) are known to Python by number:
 -- lupa does not hand Lua threads to Python as threads.
@@ -1238,7 +1306,7 @@ function ext.spawn(...)
 end
 
 local function checktask(level, t, present)
-  if getmetatable(t) ~= task_mt then
+  if dgetmetatable(t) ~= task_mt then
     argerror(level + 1, 1, "aioluasock.task expected, got " .. typename(t, present))
   end
   return t.id
@@ -1249,7 +1317,7 @@ function ext.wait(...)
   local id = checktask(2, (...), select("#", ...) > 0)
   return request(B.wait, id)
 end
-task_mt.wait = ext.wait
+task_methods.wait = ext.wait
 
 -- waitall(): wait until every other task has ended.
 function ext.waitall()
@@ -1261,7 +1329,7 @@ function ext.cancel(...)
   local id = checktask(2, (...), select("#", ...) > 0)
   return B.cancel(id)
 end
-task_mt.cancel = ext.cancel
+task_methods.cancel = ext.cancel
 
 function ext.sleep(...)
   local t = checknumber(2, 1, (...), select("#", ...) >= 1)
@@ -1297,6 +1365,7 @@ local function step(id, ...)
       return 1, r.n - 1, unpack(r, 2, r.n)
     end
     if r[2] == REQ then return 2, unpack(r, 3, r.n) end
+    if r.n == 1 and paused(co) then return 2, B.pause end
     return 3, "attempt to yield from outside a coroutine", dtraceback(co, "attempt to yield from outside a coroutine"), nil
   end
   threads[id] = nil
@@ -1310,6 +1379,27 @@ local function exit(...)
   elseif code == false then code = 1
   else code = trunc(checknumber(2, 1, code, true)) end
   request(B.exit, code)
+end
+
+-- The CPU limit is passed (see _budget.py): the running thread fails at its
+-- next instruction, and at every one after. An error raised from a hook
+-- leaves hooks off until the next pcall boundary, so the script's code that
+-- would run in between (an xpcall message handler, the __close of a coroutine
+-- closed after it died) is skipped from here on.
+local function over() error("CPU time limit exceeded", 0) end
+local function kill()
+  killed = true
+  dsethook(co_running(), over, "", 1)
+end
+
+-- With a CPU limit the script's xpcall skips its handler once killed.
+local real_xpcall = xpcall
+local function limited_xpcall(f, handler, ...)
+  if type(handler) ~= "function" then return real_xpcall(f, handler, ...) end
+  return real_xpcall(f, function(e)
+    if killed then return e end
+    return handler(e)
+  end, ...)
 end
 
 -- The script ended (its sockets are closed by Python): hand every userdata
@@ -1362,4 +1452,6 @@ return {
   ext = ext,
   coroutine = coroutine_lib,
   exit = exit,
+  kill = kill,
+  xpcall = limited_xpcall,
 }
