@@ -154,3 +154,17 @@ def remove_made_file(made: tuple[bytes, int]) -> None:
         info = os.stat(path)
         if info.st_ino == inode and stat.S_ISSOCK(info.st_mode):
             os.unlink(path)
+
+
+def describe(kind: str, sock: socket.socket | None, closed: bool, fd: int, *, peer: bool) -> str:
+    """The `repr` of an IP socket object: its kind, its local address (and
+    with `peer`, the peer's), its descriptor."""
+    where = " closed" if closed else ""
+    if sock is not None and not closed:
+        with contextlib.suppress(OSError):
+            local = sock.getsockname()
+            where = f" {local[0]}:{local[1]}"
+            if peer:
+                remote = sock.getpeername()
+                where += f" -> {remote[0]}:{remote[1]}"
+    return f"<{kind}{where} fd={fd}>"

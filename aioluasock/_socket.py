@@ -19,7 +19,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, ClassVar, Final
 
-from ._addresses import remove_made_file
+from ._addresses import describe, remove_made_file
 from ._buffer import ReceiveBuffer
 from ._errors import CLOSED, errno_text, os_error_text
 from ._options import OPTIONS, Option, OptionValue, get_option, lookup, set_option
@@ -206,20 +206,7 @@ class SocketBase:
         return bool(self._buffer)
 
     def __repr__(self) -> str:
-        where = ""
-        sock = self._sock
-        if self._closed:
-            where = " closed"
-        elif sock is not None:
-            try:
-                local = sock.getsockname()
-                where = f" {local[0]}:{local[1]}"
-                if self._kind == "tcp{client}":
-                    peer = sock.getpeername()
-                    where += f" -> {peer[0]}:{peer[1]}"
-            except OSError:
-                pass
-        return f"<{self._kind}{where} fd={self.getfd()}>"
+        return describe(self._kind, self._sock, self._closed, self.getfd(), peer=self._kind == "tcp{client}")
 
     def __del__(self) -> None:
         if self._closed or (self._sock is None and self._proto is None):

@@ -29,7 +29,7 @@ import socket
 import warnings
 from typing import Any, ClassVar, Final, final
 
-from ._addresses import public_address, public_port, remove_made_file, resolve
+from ._addresses import describe, public_address, public_port, remove_made_file, resolve
 from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
 from ._options import UDP_OPTIONS, Option, OptionValue, get_option, lookup, set_option
 from ._send import Buffer, as_bytes
@@ -369,20 +369,9 @@ class _Udp:
         return got[0], None
 
     def __repr__(self) -> str:
-        where = ""
-        sock = self._sock
-        if self._closed:
-            where = " closed"
-        elif sock is not None:
-            try:
-                local = sock.getsockname()
-                where = f" {local[0]}:{local[1]}"
-                if self._kind == "udp{connected}":
-                    peer = sock.getpeername()
-                    where += f" -> {peer[0]}:{peer[1]}"
-            except OSError:
-                pass
-        return f"<{self._kind}{where} fd={self.getfd()}>"
+        return describe(
+            self._kind, self._sock, self._closed, self.getfd(), peer=self._kind == "udp{connected}"
+        )
 
     def __del__(self) -> None:
         if self._closed or (self._sock is None and self._proto is None):
