@@ -174,6 +174,7 @@ class TcpSocket(SocketBase):
         # a select watching it directly must rescan (it will watch the protocol).
         self._wake_fd_waiters()
         proto = self._proto = protocol_class(loop)(self._buffer, loop)
+        proto.plain_socket = sock
         # uvloop turns TCP_NODELAY on for every TCP transport (asyncio leaves
         # our sockets alone): keep the socket's own setting, as LuaSocket never
         # touches it, so "tcp-nodelay" reads the same on both loops.

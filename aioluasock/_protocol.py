@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 import threading
 from typing import Final, cast, final
 
@@ -41,6 +42,7 @@ DEFER_MAX: Final = 16 * 1024
 (many small replies become one contiguous buffer); a longer one is kept by
 reference and written with the others in one `writelines` (no copy)."""
 
+_MSG_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _SCRATCH_SIZE: Final = 256 * 1024
 _scratch = threading.local()
 
@@ -119,6 +121,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         pending_size: the bytes in `pending`.
         marks: set while the connection is in a cached `select` list: where
             `notify` records that its readiness may have changed.
+        plain_socket: the socket under a plain (not TLS) transport, which
+            `pull` may read from; None under TLS.
     """
 
     __slots__ = (
@@ -132,6 +136,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         "marks",
         "pending",
         "pending_size",
+        "plain_socket",
         "read_waiter",
         "reading_paused",
         "transport",
@@ -158,6 +163,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.pending: list[bytes | bytearray] | None = None
         self.pending_size = 0
         self.marks: SelectMarks | None = None
+        self.plain_socket: socket.socket | None = None
         self._scratch = _scratch_view()
 
     # -- asyncio callbacks -------------------------------------------------
@@ -306,6 +312,50 @@ class StreamProtocol(asyncio.BufferedProtocol):
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 transport.resume_reading()
+
+    def pull(self) -> int:
+        """Make now one read the transport would make at its next poll, and
+        hand what came to this protocol as the transport would: the look
+        at the kernel of a timeout-0 call that does not wait for the loop
+        (LuaSocket's `recv()`). Returns the count of bytes that came; 0 when
+        none are there now or the read found the end of the stream or an
+        error (now recorded here); -1 when it could not be made: no plain
+        transport reading (still coming up, TLS, paused, closing) or the
+        stream already ended.
+
+        Reading the descriptor beside the transport keeps the bytes in
+        order: both loops hand every read to the protocol at once, so what
+        the kernel holds comes after everything already buffered.
+        """
+        sock = self.plain_socket
+        transport = self.transport
+        if (
+            sock is None
+            or transport is None
+            or self.reading_paused
+            or self.discard
+            or self.eof
+            or self.error is not None
+            or transport.is_closing()
+        ):
+            return -1
+        try:
+            count = sock.recv_into(self._scratch, 0, _MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            # The kernel reported the error to us, not to the transport: end
+            # the connection as the transport would have.
+            self.connection_lost(exc)
+            transport.abort()
+            return 0
+        if count:
+            self.data_received(self._scratch[:count])
+        else:
+            # The peer's FIN stays readable: the transport finds it too, and
+            # a second `eof_received` changes nothing.
+            self.eof_received()
+        return count
 
     @property
     def lost(self) -> bool:

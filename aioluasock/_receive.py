@@ -289,6 +289,48 @@ class ReceivePath(TcpSocket):
             return b""
         return None
 
+    def _receive_polled(self, kind: int, count: int) -> tuple[bytes, str | None] | None:
+        """A timeout-0 `"*l"` or `count`-byte receive (`count` > 0, no
+        prefix) finished at once, as LuaSocket's: the buffer, then reads of
+        the kernel (`StreamProtocol.pull`), then the answer: `(data,
+        None)` or `(partial, err)` with err "timeout" when nothing more is
+        there. `None` when the kernel cannot be read directly (the caller
+        goes through `_receive`, which yields to the loop instead).
+
+        It does not yield: for the Lua bridge, whose scripts poll as they
+        would with LuaSocket (a script that polls and never waits is bounded
+        by its time slice). Sends deferred to the end of the loop iteration
+        are handed to the transport before a "timeout", so that a poller
+        waiting for the answer to what it sent is not waiting on itself.
+        """
+        proto = self._proto
+        if proto is None or self._recv_busy or self._closed or self._attaching is not None:
+            return None
+        buffer = self._buffer
+        data = (buffer.take_line() if kind == LINE else buffer.take(count)) if buffer._data else None
+        if data is None:
+            # As LuaSocket's receive: recv() until the pattern is complete,
+            # the stream ends or recv() says EAGAIN.
+            while (err := self._read_end(proto)[0]) is None:
+                pulled = proto.pull()
+                if pulled < 0:
+                    return None
+                if pulled == 0 and self._read_end(proto)[0] is None:
+                    break  # EAGAIN: "timeout"
+                data = buffer.take_line() if kind == LINE else buffer.take(count)
+                if data is not None:
+                    break
+            if data is None:
+                if proto.pending is not None:
+                    proto.flush()
+                partial = buffer.take_partial(kind)
+                if proto.reading_paused:
+                    proto.resume_reading()
+                return partial, err or TIMEOUT
+        if proto.reading_paused and len(buffer) <= READ_LOW_WATER:
+            proto.resume_reading()
+        return data, None
+
     async def _receive_some(self, max_bytes: int) -> tuple[bytes, str | None]:
         """What arrives first, up to `max_bytes` (the `recv` of stream
         adapters, `aioluasock.interop`): `(data, None)` with at least one

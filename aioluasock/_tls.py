@@ -95,6 +95,7 @@ class TlsPath(SendPath):
         # an iteration later): what is buffered then is all the TLS layer
         # must be given on top of what it reads itself.
         transport.pause_reading()
+        proto.plain_socket = None  # its bytes are the TLS layer's from now on
         leftover = bytes(self._buffer._data)
         self._buffer.clear()
         limit = _HANDSHAKE_NO_LIMIT if deadline is None else max(deadline - loop.time(), 0.001)

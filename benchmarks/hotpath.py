@@ -12,7 +12,14 @@ the same loop of "feed one line, let the server answer it":
 - ``aioluasock-buffered``: the same, with 8 lines fed per read (the fast path
   with a line already buffered);
 - ``line-protocol``: the suite's hand-written line `Protocol` (``data_received``);
-- ``streams``: ``readline`` + ``write`` + ``drain`` on a `StreamReader`.
+- ``streams``: ``readline`` + ``write`` + ``drain`` on a `StreamReader`;
+- ``lua-bridge``: ``servers/lua_echo.lua`` under the bridge (one spawned Lua
+  task per client: ``receive("*l")`` + ``send(line .. "\\n")``);
+- ``lua-bridge-unsliced``: the same without a time slice (no count hook:
+  what the hook costs);
+- ``copas-bridge``: ``servers/copas_echo.lua`` (Debian's Copas 1.x, waiting
+  in ``socket.select``) under the bridge. With one connection Copas selects
+  twice per line, so this one mostly measures the bridge's ``select``.
 
 The feeding callback costs the same in every variant, so differences are the
 servers' own Python. ``--profile`` prints a cProfile of the aioluasock variant.
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import sys
 import time
@@ -40,9 +48,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aioluasock as socket
+from aioluasock._tcp import Client, Server
+from aioluasock.lua import Script
+from aioluasock.lua._runtime import DEFAULT_SLICE
 from benchmarks.servers.py_echo import LineProtocol
 
 LINE = b"x" * 63 + b"\n"
+SERVERS = Path(__file__).resolve().parent / "servers"
 
 
 class FakeTransport:
@@ -109,15 +121,8 @@ async def _drive(feed: Callable[[], None], lines: int, done: Callable[[], bool])
     return (time.perf_counter() - started) / lines * 1e6
 
 
-async def bench_aioluasock(lines: int, per_read: int = 1) -> float:
-    server, err = await socket.bind("127.0.0.1", 0)
-    assert server is not None, err
-    port = server.getsockname()[1]
-    assert isinstance(port, int)
-    client, err = await socket.connect("127.0.0.1", port)
-    assert client is not None, err
-    peer, err = await server.accept()
-    assert peer is not None, err
+async def _swap_transport(peer: Client) -> tuple[Any, Any, FakeTransport]:
+    """The server side's protocol, its real transport, and the stand-in now in its place."""
     proto: Any = peer._proto
     for _ in range(100):  # accept may attach the transport in the background
         if proto is not None and proto.transport is not None:
@@ -127,18 +132,10 @@ async def bench_aioluasock(lines: int, per_read: int = 1) -> float:
     real = proto.transport
     fake = FakeTransport()
     proto.transport = fake
-    chunk = LINE * per_read
+    return proto, real, fake
 
-    async def echo() -> None:
-        while True:
-            line, err = await peer.receive("*l")
-            if err is not None:
-                return
-            await peer.send(line + b"\n")
 
-    task = asyncio.create_task(echo())
-    await asyncio.sleep(0)
-
+def _feeder(proto: Any, chunk: bytes) -> Callable[[], None]:
     def feed() -> None:
         # As the loop would: uvloop hands a plain protocol a `bytes` of what
         # it read; the stdlib loop reads into the protocol's buffer.
@@ -149,6 +146,30 @@ async def bench_aioluasock(lines: int, per_read: int = 1) -> float:
             view[: len(chunk)] = chunk
             proto.buffer_updated(len(chunk))
 
+    return feed
+
+
+async def bench_aioluasock(lines: int, per_read: int = 1) -> float:
+    server, err = await socket.bind("127.0.0.1", 0)
+    assert server is not None, err
+    port = server.getsockname()[1]
+    assert isinstance(port, int)
+    client, err = await socket.connect("127.0.0.1", port)
+    assert client is not None, err
+    peer, err = await server.accept()
+    assert peer is not None, err
+    proto, real, fake = await _swap_transport(peer)
+
+    async def echo() -> None:
+        while True:
+            line, err = await peer.receive("*l")
+            if err is not None:
+                return
+            await peer.send(line + b"\n")
+
+    task = asyncio.create_task(echo())
+    await asyncio.sleep(0)
+    feed = _feeder(proto, LINE * per_read)
     try:
         us = await _drive(feed, lines // per_read, lambda: fake.written >= lines * len(LINE))
     finally:
@@ -157,6 +178,48 @@ async def bench_aioluasock(lines: int, per_read: int = 1) -> float:
         for obj in (peer, client, server):
             obj.close()
     return us * (lines // per_read) / lines
+
+
+def _live(kind: type[Any]) -> list[Any]:
+    # The bridge keeps a script's sockets to itself: find them as objects.
+    return [obj for obj in gc.get_objects() if type(obj) is kind and not obj._closed]
+
+
+async def bench_lua(lines: int, script: str, slice: float | None = DEFAULT_SLICE) -> float:
+    """`script` (a server of servers/) under the bridge, with its time slice."""
+    before = {id(obj) for obj in _live(Server)}
+    task = Script.from_file(str(SERVERS / script), ("0",), slice=slice).start()
+    try:
+        server = None
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            found = [obj for obj in _live(Server) if id(obj) not in before]
+            if found:
+                server = found[0]
+                break
+        assert server is not None, "the script did not listen"
+        port = server.getsockname()[1]
+        assert isinstance(port, int)
+        others = {id(obj) for obj in _live(Client)}
+        client, err = await socket.connect("127.0.0.1", port)
+        assert client is not None, err
+        peer = None
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            found = [obj for obj in _live(Client) if id(obj) not in others and obj is not client]
+            if found:
+                peer = found[0]
+                break
+        assert peer is not None, "the script did not accept"
+        proto, real, fake = await _swap_transport(peer)
+        try:
+            return await _drive(_feeder(proto, LINE), lines, lambda: fake.written >= lines * len(LINE))
+        finally:
+            proto.transport = real
+            client.close()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def bench_line_protocol(lines: int) -> float:
@@ -198,6 +261,9 @@ async def run_all(lines: int, profile: bool, only: str | None = None, repeats: i
         ("aioluasock-buffered", lambda: bench_aioluasock(lines, 8)),
         ("line-protocol", lambda: bench_line_protocol(lines)),
         ("streams", lambda: bench_streams(lines)),
+        ("lua-bridge", lambda: bench_lua(lines, "lua_echo.lua")),
+        ("lua-bridge-unsliced", lambda: bench_lua(lines, "lua_echo.lua", None)),
+        ("copas-bridge", lambda: bench_lua(lines, "copas_echo.lua")),
     ]
     if only is not None:
         variants = [(name, make) for name, make in variants if name == only]

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -338,3 +342,119 @@ async def test_run_file(tmp_path: Path) -> None:
     path.write_text("return arg[0], ...")
     result = await run_file(str(path), "a")
     assert result.values == (str(path).encode(), b"a")
+
+
+@contextmanager
+def _thread_peer(then: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A peer on a plain blocking socket in its own thread (so that it answers
+    while the loop is not running): it waits for "go\\n", then calls `then`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    failures: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(10)
+                got = b""
+                while not got.endswith(b"go\n"):
+                    chunk = conn.recv(16)
+                    assert chunk, got
+                    got += chunk
+                then(conn)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        thread.join(10)
+        listener.close()
+    assert not thread.is_alive()
+    assert not failures, failures
+
+
+# A script that polls with timeout 0 and never lets the loop run on its own
+# (no time slice): it sends "go", then polls until something other than
+# "timeout" comes (its partials put together: where the bytes are split is
+# up to the kernel). Before that, it checks that polls on the idle
+# connection say "timeout".
+_POLLER = """
+local socket = require "socket"
+local c = assert(socket.connect("127.0.0.1", ...))
+c:settimeout(0)
+for _ = 1, 200 do
+  local l, e, p = c:receive()
+  assert(l == nil and e == "timeout" and p == "", tostring(e))
+end
+assert(c:send("go\\n"))
+local deadline, polls, partials = socket.gettime() + 10, 0, ""
+local line, err, partial
+repeat
+  line, err, partial = c:receive()
+  partials = partials .. (partial or "")
+  polls = polls + 1
+until line or err ~= "timeout" or socket.gettime() > deadline
+local again = select(2, c:receive())
+c:close()
+return line, err, partials, again, polls
+"""
+
+
+async def _poll_counting_iterations(port: int) -> tuple[ScriptResult, int]:
+    loop = asyncio.get_running_loop()
+    ticks = 0
+    running = True
+
+    def tick() -> None:
+        nonlocal ticks
+        ticks += 1
+        if running:
+            loop.call_soon(tick)
+
+    loop.call_soon(tick)
+    try:
+        result = await asyncio.wait_for(run_string(_POLLER, str(port), slice=None), 30)
+    finally:
+        running = False
+    return result, ticks
+
+
+@pytest.mark.asyncio
+async def test_a_timeout_0_receive_reads_the_kernel_without_a_loop_iteration() -> None:
+    """LuaSocket's timeout-0 receive is one recv(): a poll answers at once
+    (no trip through the loop per poll), sees what the kernel holds although
+    the loop never ran since it came, and its deferred send goes out before
+    it says "timeout" (the poller waits for the answer to it)."""
+
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(b"answer\n")
+        conn.recv(1)  # until the script closes
+
+    with _thread_peer(answer) as port:
+        result, ticks = await _poll_counting_iterations(port)
+    assert result.values[:4] == (b"answer", None, b"", b"timeout")
+    # Connecting and closing take a few iterations; 200 polls yielding took 200 or more.
+    assert ticks < 50, ticks
+
+
+@pytest.mark.asyncio
+async def test_a_timeout_0_receive_finds_the_end_of_stream_and_a_reset_itself() -> None:
+    """What the poll's own read finds, an end of stream or a reset, is
+    reported as the transport's read would have it: "closed", with the
+    partial line, and "closed" on the next call."""
+
+    def end(conn: socket.socket) -> None:
+        conn.sendall(b"tail")
+
+    def reset(conn: socket.socket) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    with _thread_peer(end) as port:
+        result, _ = await _poll_counting_iterations(port)
+    assert result.values[:4] == (None, b"closed", b"tail", b"closed")
+    with _thread_peer(reset) as port:
+        result, _ = await _poll_counting_iterations(port)
+    assert result.values[:4] == (None, b"closed", b"", b"closed")

@@ -621,12 +621,23 @@ class Bridge:
         return (self._register(client),)
 
     @staticmethod
-    def receive_now(obj: object, kind: int, count: int) -> bytes | None:
+    def receive_now(obj: object, kind: int, count: int) -> bytes | Values | None:
         # Called by bridge.lua before it yields a receive to the driver: a
         # line already buffered comes back in this one call. Anything but a
         # plain idle client goes the long way.
         if type(obj) is not Client or obj._recv_busy or obj._closed:
             return None
+        timeout = obj._timeout
+        if timeout.block == 0.0 or timeout.total == 0.0:
+            # Timeout 0 (Copas's sockets): the buffer and one read of the
+            # kernel answer at once, "timeout" included, as LuaSocket's one
+            # recv() does; no trip through the driver and the loop.
+            done = obj._receive_polled(kind, count)
+            if done is not None:
+                data, err = done
+                if err is None:
+                    return data
+                return None, err.encode(), data
         return obj._receive_now(kind, count)
 
     @staticmethod

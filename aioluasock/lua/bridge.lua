@@ -495,9 +495,14 @@ local function make_receive(group, timeout_err, usable, all_closes)
   prefix = optstring(2, 3, prefix, n >= 2, "")
   if usable and not usable(self) then return nil, "closed", prefix end
   if prefix == "" and (kind == 0 or (kind == 2 and count ~= 0)) then
-    -- Already buffered: one call into Python, no yield to the driver.
-    local data = receive_now(o, kind, count)
+    -- Already buffered, or (timeout 0) an answer at once: one call into
+    -- Python, no yield to the driver.
+    local data, err, partial = receive_now(o, kind, count)
     if data ~= nil then return data, nil, nil end
+    if err then
+      if err == "timeout" then err = timeout_err end
+      return nil, err, partial
+    end
   end
   local data, err, partial = request(B.receive, o, kind, count, prefix)
   if err then
