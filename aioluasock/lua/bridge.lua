@@ -129,9 +129,23 @@ local function paused(co)
   return info ~= nil and info.what ~= "C"
 end
 
+local pass_on
+
+-- What a resume of `co` gave: handed back as it is (no table) unless `co`
+-- is suspended with a request or a time slice's pause to pass on.
+local function resumed(co, ok, ...)
+  if ok and co_status(co) == "suspended" and ((...) == REQ or (select("#", ...) == 0 and paused(co))) then
+    return pass_on(co, pack(ok, ...))
+  end
+  return ok, ...
+end
+
 local function resume(co, ...)
   if roots[co] then return false, "cannot resume non-suspended coroutine" end
-  local r = pack(co_resume(co, ...))
+  return resumed(co, co_resume(co, ...))
+end
+
+function pass_on(co, r)
   -- A request yielded inside `co`: pass it on to our own resumer (the driver
   -- in the end), then hand the answer back to `co`.
   while r[1] and co_status(co) == "suspended" do
@@ -156,15 +170,21 @@ local function resume(co, ...)
   return unpack(r, 1, r.n)
 end
 
+local function wrap_failed(co, err)
+  if co_status(co) == "dead" and not killed then co_close(co) end
+  if type(err) == "string" then error(err, 3) end
+  error(err, 0)
+end
+
+local function wrapped(co, ok, ...)
+  if ok then return ... end
+  wrap_failed(co, (...))
+end
+
 local function wrap(f)
   local co = co_create(f)
   return function(...)
-    local r = pack(resume(co, ...))
-    if r[1] then return unpack(r, 2, r.n) end
-    local err = r[2]
-    if co_status(co) == "dead" and not killed then co_close(co) end
-    if type(err) == "string" then error(err, 2) end
-    error(err, 0)
+    return wrapped(co, resume(co, ...))
   end
 end
 
@@ -479,7 +499,9 @@ local function make_receive(group, timeout_err, usable, all_closes)
   local n = select("#", ...)
   local pattern, prefix = ...
   local kind, count = 0, 0
-  if tonumber(pattern) ~= nil and (type(pattern) == "number" or type(pattern) == "string") then
+  if pattern == "*l" or pattern == nil then
+    -- (the common case, first: kind 0)
+  elseif tonumber(pattern) ~= nil and (type(pattern) == "number" or type(pattern) == "string") then
     local x = tonumber(pattern)
     -- (`not (x >= 0)`: NaN fails LuaSocket's check too)
     if not (x >= 0) then argerror(2, 2, "invalid receive pattern") end
@@ -492,7 +514,7 @@ local function make_receive(group, timeout_err, usable, all_closes)
     elseif head == "*a" then kind = 1
     else argerror(2, 2, "invalid receive pattern") end
   end
-  prefix = optstring(2, 3, prefix, n >= 2, "")
+  if prefix == nil then prefix = "" else prefix = optstring(2, 3, prefix, n >= 2, "") end
   if usable and not usable(self) then return nil, "closed", prefix end
   if prefix == "" and (kind == 0 or (kind == 2 and count ~= 0)) then
     -- Already buffered, or (timeout 0) an answer at once: one call into
@@ -522,14 +544,21 @@ local function make_send(group, timeout_err, usable)
   local o = checkobj(2, self, group)
   local n = select("#", ...)
   local data, i, j = ...
-  data = checkstring(2, 2, data, n >= 1)
-  local len = #data
-  i = trunc(optnumber(2, 3, i, n >= 2, 1))
-  j = trunc(optnumber(2, 4, j, n >= 3, -1))
-  if i < 0 then i = len + i + 1 end
-  if j < 0 then j = len + j + 1 end
-  if i < 1 then i = 1 end
-  if j > len then j = len end
+  local len
+  if n == 1 and type(data) == "string" then
+    -- (the common case, first: the whole string)
+    len = #data
+    i, j = 1, len
+  else
+    data = checkstring(2, 2, data, n >= 1)
+    len = #data
+    i = trunc(optnumber(2, 3, i, n >= 2, 1))
+    j = trunc(optnumber(2, 4, j, n >= 3, -1))
+    if i < 0 then i = len + i + 1 end
+    if j < 0 then j = len + j + 1 end
+    if i < 1 then i = 1 end
+    if j > len then j = len end
+  end
   local sent, err = 0, nil
   if i <= j then
     if usable and not usable(self) then return nil, "closed", i - 1 + 0.0 end
@@ -1361,21 +1390,25 @@ end
 --   1, n, results...            it returned
 --   2, fn, args...              it requested fn(args...) of the driver
 --   3, message, traceback, err  it raised err
-local function step(id, ...)
-  local co = threads[id]
-  local r = pack(co_resume(co, ...))
-  if r[1] then
+local function stepped(id, co, ok, ...)
+  if ok then
     if co_status(co) == "dead" then
       threads[id] = nil
-      return 1, r.n - 1, unpack(r, 2, r.n)
+      return 1, select("#", ...), ...
     end
-    if r[2] == REQ then return 2, unpack(r, 3, r.n) end
-    if r.n == 1 and paused(co) then return 2, B.pause end
+    if (...) == REQ then return 2, select(2, ...) end
+    if select("#", ...) == 0 and paused(co) then return 2, B.pause end
     return 3, "attempt to yield from outside a coroutine", dtraceback(co, "attempt to yield from outside a coroutine"), nil
   end
   threads[id] = nil
-  local msg = message_of(r[2])
-  return 3, msg, dtraceback(co, msg), r[2]
+  local err = ...
+  local msg = message_of(err)
+  return 3, msg, dtraceback(co, msg), err
+end
+
+local function step(id, ...)
+  local co = threads[id]
+  return stepped(id, co, co_resume(co, ...))
 end
 
 local function exit(...)
