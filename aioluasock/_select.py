@@ -279,9 +279,7 @@ class _Watch:
                 if waiter in watchers:
                     watchers.remove(waiter)
             elif isinstance(target, TcpSocket):
-                # Lingering: a select loop (Copas's) usually calls again in
-                # this same step, and then keeps the loop's callback.
-                target._unwatch_fd(loop, waiter, bool(entry[1]), linger=True)
+                target._unwatch_fd(loop, waiter, bool(entry[1]))
             else:
                 _unwatch_foreign(loop, target, bool(entry[1]), waiter)  # type: ignore[arg-type]
         self.undo.clear()
