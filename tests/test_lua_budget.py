@@ -110,6 +110,32 @@ async def test_busy_code_in_nested_coroutines_and_spawned_tasks_yields_too() -> 
     assert gap < 0.4, gap
 
 
+_HOOKS = """
+local aio = require 'aioluasock'
+local function hook() local f, mask, count = debug.gethook() return tostring(f) .. ' ' .. tostring(mask) .. ' ' .. tostring(count) end
+local main = hook()
+local _, nested = coroutine.resume(coroutine.create(hook))
+local inner = coroutine.wrap(function() return coroutine.wrap(hook)() end)()
+local _, task = aio.wait(aio.spawn(hook))
+return main, task, nested, inner
+"""
+
+
+@pytest.mark.asyncio
+async def test_with_only_a_slice_the_roots_run_unhooked() -> None:
+    # A count hook slows every Lua instruction down (about 2x in a tight
+    # loop). With a time slice alone the main chunk and spawned tasks carry
+    # none (the watchdog thread hooks one that runs past its slice); the
+    # script's own coroutines, which it cannot see, carry it from birth.
+    hooked, none = b"external hook  10000", b"nil nil nil"
+    result = await run_string(_HOOKS)
+    assert result.values == (none, none, hooked, hooked)
+    result = await run_string(_HOOKS, cpu_limit=60)
+    assert result.values == (hooked, hooked, hooked, hooked)
+    result = await run_string(_HOOKS, slice=None)
+    assert result.values == (none, none, none, none)
+
+
 @pytest.mark.asyncio
 async def test_a_scripts_own_coroutines_see_only_their_own_yields() -> None:
     # Generators yielding nothing, yielding values, computing long enough to

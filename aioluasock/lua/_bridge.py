@@ -116,23 +116,28 @@ class Bridge:
     end (or cancellation) closes it.
 
     Args:
-        spawn: starts a root Lua coroutine (by number) as a new task of the script.
+        spawn: starts a root Lua coroutine (by number, with its address) as
+            a new task of the script.
         tasks: the script's tasks by id, while Lua holds their handles (for
             `wait` and `cancel`).
         running: the script's tasks that have not ended.
         sandbox: the script is sandboxed: it may use no descriptor but its
             own sockets' (no `setfd`, no foreign descriptors in `select`).
+        hook_thread: gives a coroutine the script creates the time slice's
+            count hook (`Budget.hook_thread`), where the roots are watched.
     """
 
     def __init__(
         self,
-        spawn: Callable[[int, Values], None],
+        spawn: Callable[[int, Values, bytes], None],
         tasks: dict[int, asyncio.Task[Values]],
         running: set[asyncio.Task[Values]],
         *,
         sandbox: bool = False,
+        hook_thread: Callable[[bytes], None] | None = None,
     ) -> None:
         self.sandbox = sandbox
+        self.hook_thread = hook_thread
         self._spawn = spawn
         self._tasks = tasks
         self._running = running
@@ -243,6 +248,8 @@ class Bridge:
         ]
         table: dict[bytes, Any] = {name.encode(): getattr(self, name) for name in names}
         table[b"sandbox"] = self.sandbox
+        if self.hook_thread is not None:
+            table[b"hook_thread"] = self.hook_thread
         return table
 
     # -- synchronous calls ---------------------------------------------------
@@ -396,8 +403,8 @@ class Bridge:
             return None
         return _Foreign(fd, dirty)
 
-    def spawn(self, thread: int, *args: object) -> None:
-        self._spawn(thread, args)
+    def spawn(self, thread: int, address: bytes, *args: object) -> None:
+        self._spawn(thread, args, address)
 
     def forget(self, task_id: int) -> None:
         # The Lua handle was collected: nobody can wait for the task any more.

@@ -26,22 +26,38 @@ the script carries a count hook that fires every `CHECK` VM instructions:
 The hook is a C function: a ctypes callback over the Lua C API that
 `lupa.lua54` carries (its extension module exports `lua_sethook`,
 `lua_yieldk`, ... since Lua is linked into it). Hooks are per Lua thread and
-a new thread inherits its creator's, so setting it on the state's main
-thread before the first coroutine exists covers every coroutine of the
-script.
+a new thread inherits its creator's.
 
 Cost: with any count hook set, Lua's VM leaves its fast path and checks the
 hook counter at every instruction, so a tight arithmetic loop runs about
-twice as slow whatever the count; scripts that mostly wait on sockets do not
-notice. `slice=None` (and no CPU limit) sets no hook at all.
+twice as slow whatever the count. Hence two ways to place it:
+
+- with a CPU limit, every thread carries it: it is set on the state's main
+  thread before the first coroutine exists;
+- with only a time slice (the default), the root coroutines (the main chunk
+  and each `spawn`ed task, which the driver resumes) carry none. A watchdog
+  thread (`_Watchdog`, one per process) looks at the running step every
+  half slice (at most every `TICK_MIN`); once one has run past its slice it sets the hook on that
+  step's root, to fire at its next instruction (lupa runs Lua without the
+  GIL, so the watchdog runs meanwhile; `lua_sethook` is made to be called
+  asynchronously, as Lua's own interpreter does from its SIGINT handler).
+  The watchdog cannot know which of the script's own coroutines is running
+  inside a root, so those carry the count hook from their creation
+  (`hook_thread`, called by the bridge's `coroutine.create`/`wrap`).
+  Sockets-and-spawn scripts thus run unhooked; Copas-style ones, whose work
+  is in their own coroutines, as before.
+
+`slice=None` and no CPU limit sets no hook at all.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import threading
 import time
-from typing import Final, final
+import weakref
+from typing import Any, Final, final
 
 import lupa.lua54 as lupa
 
@@ -49,6 +65,9 @@ __all__ = ["CHECK", "LIMIT_MESSAGE", "Budget", "available"]
 
 CHECK: Final = 10_000
 """VM instructions between two calls of the hook (about 20-100 µs of Lua)."""
+
+TICK_MIN: Final = 0.001
+"""The watchdog looks at the steps every half slice, but not more often than this."""
 
 LIMIT_MESSAGE: Final = "CPU time limit exceeded"
 """The start of the message of the `LuaError` a script ends with past its limit."""
@@ -93,6 +112,16 @@ def _library() -> ctypes.CDLL | None:
     return lib
 
 
+@functools.cache
+def _sethook_holding_gil() -> Any:
+    """`lua_sethook` for the watchdog: called with the GIL held (`PyDLL`), so
+    that the step it checked cannot end (and its root be freed) meanwhile."""
+    sethook = ctypes.PyDLL(lupa.__file__).lua_sethook
+    sethook.argtypes = [ctypes.c_void_p, _HOOK_TYPE, ctypes.c_int, ctypes.c_int]
+    sethook.restype = None
+    return sethook
+
+
 def available() -> bool:
     """Whether scripts can be given a time slice or a CPU limit here."""
     return _library() is not None
@@ -129,11 +158,14 @@ class Budget:
     """
 
     __slots__ = (
+        "__weakref__",
         "_active",
+        "_armed",
         "_cpu_start",
         "_hook",
         "_lib",
         "_main",
+        "_root",
         "_step_start",
         "cpu_limit",
         "cpu_used",
@@ -154,10 +186,19 @@ class Budget:
         self._step_start = 0.0
         self._cpu_start = 0.0
         self._main = 0
+        self._root = 0  # the running step's root thread (watched mode)
+        self._armed = 0  # the root the watchdog set the hook on, until the step ends
         self._hook = _HOOK_TYPE(self._fire)
 
+    @property
+    def watched(self) -> bool:
+        """Roots run unhooked, watched from the watchdog thread (a slice and
+        no CPU limit); the script's own coroutines need `hook_thread`."""
+        return self.cpu_limit is None
+
     def install(self, main_thread: int) -> None:
-        """Hook the state's main thread (every coroutine created later inherits it).
+        """Hook the state's main thread (every coroutine created later
+        inherits it), or, when `watched`, have the watchdog look at the steps.
 
         Args:
             main_thread: the address of the state's main `lua_State`.
@@ -165,25 +206,42 @@ class Budget:
         if self.cpu_limit is not None and not _registry_index_is_right(self._lib, main_thread):
             raise RuntimeError("this lupa build's Lua registry index is not the one expected")
         self._main = main_thread
-        self._lib.lua_sethook(main_thread, self._hook, _LUA_MASKCOUNT, CHECK)
+        if self.watched:
+            _sethook_holding_gil()  # looked up here, not in the watchdog thread
+            _watchdog().add(self)
+        else:
+            self._lib.lua_sethook(main_thread, self._hook, _LUA_MASKCOUNT, CHECK)
 
     def uninstall(self) -> None:
-        """Remove the main thread's hook: the state's last code (finalizers run
-        when lupa closes it) must not call back into a callback gone by then."""
+        """Remove the hooks: the state's last code (finalizers run when lupa
+        closes it) must not call back into a callback gone by then."""
         if self._main:
-            self._lib.lua_sethook(self._main, _HOOK_TYPE(), 0, 0)
+            if self.watched:
+                _watchdog().discard(self)
+            else:
+                self._lib.lua_sethook(self._main, _HOOK_TYPE(), 0, 0)
             self._main = 0
 
-    def begin(self) -> None:
-        """A step starts."""
+    def hook_thread(self, address: bytes) -> None:
+        """Give a coroutine the script created (`"%p"` of it) the count hook."""
+        self._lib.lua_sethook(int(address, 16), self._hook, _LUA_MASKCOUNT, CHECK)
+
+    def begin(self, root: int = 0) -> None:
+        """A step of the root coroutine at address `root` starts."""
         self._step_start = time.perf_counter()
         if self.cpu_limit is not None:
             self._cpu_start = time.thread_time()
+        self._root = root
         self._active = True
 
     def end(self) -> None:
         """The step ended; count its CPU time."""
         self._active = False
+        if self._armed:
+            # The watchdog's hook did not fire (the root was inside one of
+            # the script's own coroutines, or in a C call): take it back.
+            self._lib.lua_sethook(self._armed, _HOOK_TYPE(), 0, 0)
+            self._armed = 0
         if self.cpu_limit is not None:
             self.cpu_used += time.thread_time() - self._cpu_start
             if self.cpu_used > self.cpu_limit:
@@ -193,13 +251,33 @@ class Budget:
         """The text of the error a script ends with past its limit."""
         return f"{LIMIT_MESSAGE} ({self.cpu_limit:g} s of CPU time)"
 
-    # Called by Lua every CHECK instructions of any thread of the state. It
-    # must not raise (ctypes would only print the exception) and must not
-    # raise a Lua error either (a longjmp across the Python frames).
+    def _watch(self, now: float) -> None:
+        """The watchdog's look (GIL held): hook the root of a step that has
+        run past its slice, to fire at its next instruction."""
+        slice_ = self.slice
+        if (
+            self._active
+            and not self._armed
+            and self._root
+            and slice_ is not None
+            and now - self._step_start >= slice_
+        ):
+            self._armed = self._root
+            _sethook_holding_gil()(self._root, self._hook, _LUA_MASKCOUNT, 1)
+
+    # Called by Lua every CHECK instructions of a hooked thread (or at once on
+    # a root the watchdog armed). It must not raise (ctypes would only print
+    # the exception) and must not raise a Lua error either (a longjmp across
+    # the Python frames).
     def _fire(self, state: int, _: int) -> None:
+        lib = self._lib
+        armed = state == self._armed
+        if armed:
+            # Once: past here the root is unhooked again, or counts like the others.
+            self._armed = 0
+            lib.lua_sethook(state, _HOOK_TYPE(), 0, 0)
         if not self._active:
             return
-        lib = self._lib
         limit = self.cpu_limit
         if self.exceeded or (
             limit is not None and self.cpu_used + (time.thread_time() - self._cpu_start) > limit
@@ -209,12 +287,14 @@ class Budget:
             if lib.lua_isyieldable(state):
                 lib.lua_yieldk(state, 0, 0, None)
             return
-        if (
-            self.slice is not None
-            and time.perf_counter() - self._step_start >= self.slice
-            and lib.lua_isyieldable(state)
-        ):
-            lib.lua_yieldk(state, 0, 0, None)
+        if self.slice is not None and time.perf_counter() - self._step_start >= self.slice:
+            if lib.lua_isyieldable(state):
+                lib.lua_yieldk(state, 0, 0, None)
+            elif armed:
+                # Inside a C call that called Lua: try again every CHECK
+                # instructions until the root can yield (`end` takes it back).
+                self._armed = state
+                lib.lua_sethook(state, self._hook, _LUA_MASKCOUNT, CHECK)
 
     def _kill(self, state: int) -> None:
         lib = self._lib
@@ -225,3 +305,44 @@ class Budget:
                 lib.lua_settop(state, -2)
         else:
             lib.lua_settop(state, -2)
+
+
+@final
+class _Watchdog:
+    """The thread that looks at the watched budgets' steps every half slice."""
+
+    def __init__(self) -> None:
+        self._budgets: weakref.WeakSet[Budget] = weakref.WeakSet()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, budget: Budget) -> None:
+        with self._changed:
+            self._budgets.add(budget)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="aioluasock-slices", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def discard(self, budget: Budget) -> None:
+        with self._changed:
+            self._budgets.discard(budget)
+
+    def _run(self) -> None:
+        changed = self._changed
+        while True:
+            with changed:
+                while not self._budgets:
+                    changed.wait()
+                budgets = list(self._budgets)
+            tick = max(min((b.slice for b in budgets if b.slice is not None), default=0.01) / 2, TICK_MIN)
+            now = time.perf_counter()
+            for budget in budgets:
+                budget._watch(now)
+            del budgets
+            time.sleep(tick)
+
+
+@functools.cache
+def _watchdog() -> _Watchdog:
+    return _Watchdog()

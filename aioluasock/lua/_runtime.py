@@ -358,8 +358,6 @@ class _Run:
         self._failure: LuaError | None = None
         self._exit: int | None = None
         self._idle: asyncio.Future[None] | None = None
-        self._bridge = Bridge(self._spawn, self._tasks, self._running, sandbox=script._sandbox)
-        self._runtime, setup = script._runtime(self._bridge)
         self._budget: Budget | None = None
         slice_, cpu_limit = script._slice, script._cpu_limit
         if slice_ == DEFAULT_SLICE and cpu_limit is None and not budget_available():
@@ -368,6 +366,15 @@ class _Run:
             slice_ = None
         if slice_ is not None or cpu_limit is not None:
             self._budget = Budget(slice_, cpu_limit)
+        budget = self._budget
+        self._bridge = Bridge(
+            self._spawn,
+            self._tasks,
+            self._running,
+            sandbox=script._sandbox,
+            hook_thread=budget.hook_thread if budget is not None and budget.watched else None,
+        )
+        self._runtime, setup = script._runtime(self._bridge)
         (
             self._step,
             self._new_root,
@@ -400,8 +407,8 @@ class _Run:
             argv0 = (script._argv0 or script._chunkname.lstrip("@=")).encode()
             prefix = [a.encode() for a in (script._interpreter, *script._interpreter_args)]
             self._set_arg(len(prefix), *prefix, argv0, *script._args)
-            self._main = self._new_root(self._run_all, b"main")
-            self._spawn(self._main, tuple(chunks))
+            self._main, address = self._new_root(self._run_all, b"main")
+            self._spawn(self._main, tuple(chunks), address)
             try:
                 await asyncio.shield(self._idle)
             except asyncio.CancelledError:
@@ -431,8 +438,9 @@ class _Run:
         if tasks:
             await asyncio.wait(tasks)
 
-    def _spawn(self, thread: int, args: Values) -> None:
-        task = asyncio.get_running_loop().create_task(self._drive(thread, args, thread == self._main))
+    def _spawn(self, thread: int, args: Values, address: bytes) -> None:
+        root = int(address, 16)
+        task = asyncio.get_running_loop().create_task(self._drive(thread, args, thread == self._main, root))
         self._tasks[thread] = task
         self._running.add(task)
         task.add_done_callback(self._task_done)
@@ -453,14 +461,14 @@ class _Run:
         if not self._running and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 
-    async def _drive(self, thread: int, args: Values, main: bool) -> Values:
+    async def _drive(self, thread: int, args: Values, main: bool, root: int) -> Values:
         try:
-            return await self._drive_steps(thread, args, main)
+            return await self._drive_steps(thread, args, main, root)
         finally:
             with contextlib.suppress(lupa.LuaError):
                 self._drop(thread)
 
-    async def _drive_steps(self, co: int, args: Values, main: bool) -> Values:
+    async def _drive_steps(self, co: int, args: Values, main: bool, root: int) -> Values:
         step = self._step
         budget = self._budget
         values: Values = args
@@ -471,7 +479,7 @@ class _Run:
                 except lupa.LuaMemoryError:
                     raise LuaError("not enough memory") from None
             else:
-                budget.begin()
+                budget.begin(root)
                 try:
                     result = step(co, *values)
                 except lupa.LuaMemoryError:

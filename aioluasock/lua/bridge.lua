@@ -181,8 +181,17 @@ local function wrapped(co, ok, ...)
   wrap_failed(co, (...))
 end
 
-local function wrap(f)
+-- With a time slice and no CPU limit, the roots run unhooked (the watchdog
+-- of _budget.py sees them); the script's own coroutines carry the count hook.
+local hook_thread = B.hook_thread
+local function create(f)
   local co = co_create(f)
+  if hook_thread then hook_thread(sformat("%p", co)) end
+  return co
+end
+
+local function wrap(f)
+  local co = create(f)
   return function(...)
     return wrapped(co, resume(co, ...))
   end
@@ -191,6 +200,14 @@ end
 function coroutine_lib.resume(co, ...)
   if type(co) ~= "thread" then argerror(2, 1, "thread expected, got " .. typename(co, select("#", ...) >= 0)) end
   return resume(co, ...)
+end
+
+if hook_thread then
+  function coroutine_lib.create(...)
+    local f = ...
+    if type(f) ~= "function" then argerror(2, 1, "function expected, got " .. typename(f, select("#", ...) > 0)) end
+    return create(f)
+  end
 end
 
 function coroutine_lib.wrap(f)
@@ -1318,12 +1335,13 @@ guard(task_mt)
 local threads = {}
 local last_thread = 0
 
+-- A new root: its number, and its address (for the time slice's watchdog).
 local function new_root(f, kind)
   local co = co_create(f)
   roots[co] = kind
   last_thread = last_thread + 1
   threads[last_thread] = co
-  return last_thread
+  return last_thread, sformat("%p", co)
 end
 
 local function drop(id)
@@ -1334,8 +1352,8 @@ end
 function ext.spawn(...)
   local f = (...)
   if type(f) ~= "function" then argerror(2, 1, "function expected, got " .. typename(f, select("#", ...) > 0)) end
-  local id = new_root(f, "task")
-  B.spawn(id, select(2, ...))
+  local id, address = new_root(f, "task")
+  B.spawn(id, address, select(2, ...))
   return setmetatable({ id = id }, task_mt)
 end
 
