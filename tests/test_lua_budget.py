@@ -112,7 +112,10 @@ async def test_busy_code_in_nested_coroutines_and_spawned_tasks_yields_too() -> 
 
 _HOOKS = """
 local aio = require 'aioluasock'
-local function hook() local f, mask, count = debug.gethook() return tostring(f) .. ' ' .. tostring(mask) .. ' ' .. tostring(count) end
+local function hook()
+  local f, mask, count = debug.gethook()
+  return tostring(f) .. ' ' .. tostring(mask) .. ' ' .. tostring(count)
+end
 local main = hook()
 local _, nested = coroutine.resume(coroutine.create(hook))
 local inner = coroutine.wrap(function() return coroutine.wrap(hook)() end)()
