@@ -674,7 +674,11 @@ class Bridge:
             if kind == ALL and len(data) == len(prefix):
                 # 3.1: "*a" that got no new bytes reports "closed" (SEMANTICS 5.4).
                 return None, CLOSED.encode(), data
-            return data, None, None
+            # The fourth value tells bridge.lua whether `receive_now` may find
+            # something before the loop runs again: bytes are left, or a
+            # timeout-0 call would read the kernel.
+            timeout = obj._timeout
+            return data, None, None, bool(obj._buffer) or timeout.block == 0.0 or timeout.total == 0.0
         assert isinstance(err, str)
         return None, err.encode(), data
 

@@ -506,6 +506,14 @@ end
 
 local receive_now, send_now = B.receive_now, B.send_now
 
+-- Steps begun (see `step`): within one, the loop does not run, so a buffer
+-- that a receive left empty stays empty (unless a timeout-0 call reads the
+-- kernel, which B.receive tells). `drained[o]` is the step in which that
+-- was last so: the next receive then goes to the driver without asking
+-- `receive_now` first (one crossing into Python less per ping-pong line).
+local steps = 0
+local drained = setmetatable({}, { __mode = "k" })
+
 -- receive and send for a class (`group`): LuaSocket's, and LuaSec's (whose
 -- timeouts say "wantread"/"wantwrite", and which says "closed" while
 -- `usable(self)` is false: before the handshake; and whose "*a" always
@@ -533,7 +541,7 @@ local function make_receive(group, timeout_err, usable, all_closes)
   end
   if prefix == nil then prefix = "" else prefix = optstring(2, 3, prefix, n >= 2, "") end
   if usable and not usable(self) then return nil, "closed", prefix end
-  if prefix == "" and (kind == 0 or (kind == 2 and count ~= 0)) then
+  if prefix == "" and (kind == 0 or (kind == 2 and count ~= 0)) and drained[o] ~= steps then
     -- Already buffered, or (timeout 0) an answer at once: one call into
     -- Python, no yield to the driver.
     local data, err, partial = receive_now(o, kind, count)
@@ -543,11 +551,12 @@ local function make_receive(group, timeout_err, usable, all_closes)
       return nil, err, partial
     end
   end
-  local data, err, partial = request(B.receive, o, kind, count, prefix)
+  local data, err, partial, more = request(B.receive, o, kind, count, prefix)
   if err then
     if err == "timeout" then err = timeout_err end
     return nil, err, partial
   end
+  if more == false then drained[o] = steps end
   -- LuaSec: a TLS stream that ends (close_notify) fails "*a" too.
   if kind == 1 and all_closes then return nil, "closed", data end
   return data, nil, nil
@@ -1426,6 +1435,7 @@ end
 
 local function step(id, ...)
   local co = threads[id]
+  steps = steps + 1
   return stepped(id, co, co_resume(co, ...))
 end
 
