@@ -76,6 +76,7 @@ class SocketBase:
         "_fd_readers",
         "_fd_writers",
         "_keep_buffer",
+        "_left_over",
         "_made_file",
         "_proto",
         "_recv_busy",
@@ -98,6 +99,9 @@ class SocketBase:
         self._buffer = ReceiveBuffer()
         self._closed = False
         self._keep_buffer = False
+        # The Lua bridge's `dirty()`: the last receive left bytes over (see
+        # `Bridge.dirty`).
+        self._left_over = False
         self._made_file: tuple[bytes, int] | None = None
         self._recv_busy = False
         self._send_busy = False

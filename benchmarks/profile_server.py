@@ -3,7 +3,8 @@
     python -m benchmarks.profile_server KIND LOOP [--bulk] [--mode pingpong] [--conns 100]
         [--size 64] [--seconds 5] [--top 30]
 
-Runs ``servers/py_echo.py KIND LOOP`` under cProfile (pinned to the server
+Runs ``servers/py_echo.py KIND LOOP`` (or, for a KIND ending in ``.lua``,
+that script of ``servers/`` under the Lua bridge) under cProfile (pinned to the server
 core), drives it with the load generator for `--seconds`, stops it with
 SIGTERM and prints the profile's top functions by own time and by cumulative
 time. cProfile slows Python code down several times and C code hardly at all,
@@ -13,7 +14,10 @@ so read shares of time, not absolute numbers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pstats
+import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -43,18 +47,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     loadgen, _ = harness.loadgen_command()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "profile.out"
-        argv_server = [
-            sys.executable,
-            "-m",
-            "cProfile",
-            "-o",
-            str(out),
-            str(harness.SERVERS_DIR / "py_echo.py"),
-            options.kind,
-            options.loop,
-            *(["--bulk"] if options.bulk else []),
-            "0",
-        ]
+        if options.kind.endswith(".lua"):
+            # A script of servers/ under the Lua bridge (its Lua time shows
+            # as the driver's own time: cProfile sees only the Python side).
+            script = harness.SERVERS_DIR / options.kind
+            target = ["-m", "aioluasock", "run", "--loop", options.loop, str(script), "0"]
+        else:
+            target = [
+                str(harness.SERVERS_DIR / "py_echo.py"),
+                options.kind,
+                options.loop,
+                *(["--bulk"] if options.bulk else []),
+                "0",
+            ]
+        argv_server = [sys.executable, "-m", "cProfile", "-o", str(out), *target]
         server = harness.start_server(options.kind, argv_server, server_cpus)
         try:
             harness.prime(server.port, line_size=65536 if options.bulk else 64)
@@ -73,6 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=60 + options.seconds,
             )
         finally:
+            if options.kind.endswith(".lua"):
+                # The bridge's command ends on SIGINT (SIGTERM would kill it
+                # before cProfile writes its file).
+                server.process.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    server.process.wait(timeout=10)
             server.stop()
         print(
             f"load: {load.data.get('rate', 0):,.0f}/s, {load.data.get('mbps', 0):.1f} MB/s under cProfile; "

@@ -132,12 +132,21 @@ def all_servers(c_echo: Path | None) -> dict[str, Server]:
                 lambda bulk: [PY, "-m", "aioluasock", "run", "--loop", "uvloop", str(LUA_ECHO)],
             )
         )
-        # The same Copas echo script, unmodified, under the bridge.
+        # The same Copas echo script, unmodified, under the bridge; and
+        # without a time slice (what the count hook of its coroutines costs).
         servers.append(
             Server(
                 "copas-bridge-uvloop",
                 "copas_echo.lua (Copas 1.x) under the aioluasock bridge, uvloop",
                 lambda bulk: [PY, "-m", "aioluasock", "run", "--loop", "uvloop", str(copas)],
+            )
+        )
+        servers.append(
+            Server(
+                "copas-bridge-unsliced-uvloop",
+                "copas_echo.lua (Copas 1.x) under the aioluasock bridge, uvloop, --slice 0",
+                lambda bulk: [PY, "-m", "aioluasock", "run", "--loop", "uvloop", "--slice", "0", str(copas)],
+                variant=True,
             )
         )
         if copas4 is not None:

@@ -103,6 +103,23 @@ def _ctext(value: bytes) -> str:
     return _text(value.split(b"\0", 1)[0])
 
 
+def _lua_dirty(obj: TcpSocket) -> bool:
+    """LuaSocket's `dirty()`: bytes are in its own buffer, which only a
+    receive fills (bytes still in the kernel do not count). The engine
+    buffers whatever arrives, so this is: the last receive left bytes over,
+    and they are not all consumed since."""
+    return obj._left_over and bool(obj._buffer)
+
+
+def _positions(objects: list[Any]) -> dict[int, int]:
+    """1-based positions by object id (an object given twice: its last)."""
+    return {id(obj): index for index, obj in enumerate(objects, 1)}
+
+
+_POSITIONS_KEPT: Final = 8
+"""`select` lists whose positions a bridge keeps (the lists of a dispatcher)."""
+
+
 def _udp_error(text: str) -> bytes:
     # 3.1's udp_strerror: sending on a socket that is gone (IO_CLOSED) is
     # "refused", its word for "the transport did not take the address".
@@ -150,6 +167,8 @@ class Bridge:
         # Sockets replaced by setfd: LuaSocket leaks them; we close them when
         # the script ends.
         self._orphans: list[socket.socket] = []
+        # `select_lists`: the positions of the entries of the lists kept by bridge.lua.
+        self._positions: dict[int, tuple[list[Any], dict[int, int]]] = {}
         # Objects whose blocking connect failed while they had no family yet:
         # LuaSocket keeps AF_UNSPEC for them (getsockname says "unspec").
         self._unspec: weakref.WeakSet[TcpSocket] = weakref.WeakSet()
@@ -205,6 +224,8 @@ class Bridge:
             "send",
             "send_now",
             "select",
+            "select_lists",
+            "pylist",
             "sleep",
             "pause",
             "global_connect",
@@ -311,7 +332,7 @@ class Bridge:
 
     @staticmethod
     def dirty(obj: TcpSocket) -> bool:
-        return obj.dirty()
+        return _lua_dirty(obj)
 
     @staticmethod
     def getfamily(obj: TcpSocket | _Udp) -> bytes:
@@ -636,16 +657,19 @@ class Bridge:
             return None
         timeout = obj._timeout
         if timeout.block == 0.0 or timeout.total == 0.0:
-            # Timeout 0 (Copas's sockets): the buffer and one read of the
-            # kernel answer at once, "timeout" included, as LuaSocket's one
-            # recv() does; no trip through the driver and the loop.
+            # Timeout 0 (Copas's sockets): the buffer and reads of the kernel
+            # answer at once, "timeout" included, as LuaSocket's recv()
+            # calls do; no trip through the driver and the loop.
             done = obj._receive_polled(kind, count)
             if done is not None:
-                data, err = done
-                if err is None:
-                    return data
-                return None, err.encode(), data
-        return obj._receive_now(kind, count)
+                obj._left_over = bool(obj._buffer)
+                if done[1] is None:
+                    return done[0]
+                return None, done[1].encode(), done[0]
+        line = obj._receive_now(kind, count)
+        if line is not None:
+            obj._left_over = bool(obj._buffer)
+        return line
 
     @staticmethod
     def send_now(obj: object, data: bytes) -> Values | None:
@@ -668,6 +692,7 @@ class Bridge:
             result: tuple[bytes | str | None, ...] = await obj.receive(count if kind == NUMBER else "*l")
         else:
             result = await obj._receive([(kind, count)], prefix)
+        obj._left_over = bool(obj._buffer)
         data, err = result[0], result[1]
         assert isinstance(data, bytes)
         if err is None:
@@ -710,6 +735,8 @@ class Bridge:
                 return None, err.encode(), b""
         finally:
             obj._recv_busy = False
+            # What LuaSocket's one recv() brought in stays in its buffer.
+            obj._left_over = bool(obj._buffer)
 
     @staticmethod
     async def send(obj: Client, data: bytes) -> Values:
@@ -725,14 +752,52 @@ class Bridge:
             readable, writable, err = await engine_select(recv, send, None if timeout < 0 else timeout)
         if err is not None:
             return None, err.encode()
+        return self._ready(readable, writable, _positions(recv), _positions(send))
+
+    @staticmethod
+    def pylist(*objects: Any) -> list[Any]:
+        """A list bridge.lua keeps for a table it passes to `select` again."""
+        return list(objects)
+
+    async def select_lists(self, recv: list[Any] | None, send: list[Any] | None, timeout: float) -> Values:
+        """`select` over lists made by `pylist` (the same list again while the
+        Lua table's entries are the same: the engine's cache applies)."""
+        if self.handshakes:
+            return await self.select(len(recv or ()), timeout, *(recv or ()), *(send or ()))
+        readable, writable, err = await engine_select(recv, send, None if timeout < 0 else timeout)
+        if err is not None:
+            return None, err.encode()
+        return self._ready(readable, writable, self._kept_positions(recv), self._kept_positions(send))
+
+    def _kept_positions(self, objects: list[Any] | None) -> dict[int, int]:
+        if not objects:
+            return {}
+        kept = self._positions.get(id(objects))
+        if kept is not None and kept[0] is objects:
+            return kept[1]
+        positions = _positions(objects)
+        if len(self._positions) >= _POSITIONS_KEPT:
+            del self._positions[next(iter(self._positions))]
+        self._positions[id(objects)] = (objects, positions)
+        return positions
+
+    @staticmethod
+    def _ready(
+        readable: list[Any], writable: list[Any], recv_pos: dict[int, int], send_pos: dict[int, int]
+    ) -> Values:
         # LuaSocket lists ready entries with buffered data first (in the
         # order given), then the others by ascending descriptor (SEMANTICS 9.3);
         # an entry given twice counts at its last position.
-        recv_pos = {id(obj): index for index, obj in enumerate(recv, 1)}
-        send_pos = {id(obj): index for index, obj in enumerate(send, 1)}
         # (A UDP object's datagrams are in the kernel for 3.1: never dirty.)
-        dirty = [obj for obj in readable if not isinstance(obj, _Udp) and obj.dirty()]
-        rest = sorted((obj for obj in readable if obj not in dirty), key=lambda obj: obj.getfd())
+        dirty: list[Any] = []
+        rest: list[Any] = []
+        for obj in readable:
+            if isinstance(obj, TcpSocket):
+                is_dirty = _lua_dirty(obj)
+            else:
+                is_dirty = not isinstance(obj, _Udp) and obj.dirty()
+            (dirty if is_dirty else rest).append(obj)
+        rest.sort(key=lambda obj: obj.getfd())
         dirty.sort(key=lambda obj: recv_pos[id(obj)])
         ready_r = [recv_pos[id(obj)] for obj in dirty + rest]
         ready_w = [send_pos[id(obj)] for obj in sorted(writable, key=lambda obj: obj.getfd())]
