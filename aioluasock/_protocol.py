@@ -25,6 +25,7 @@ __all__ = [
     "SelectMarks",
     "StreamProtocol",
     "UVStreamProtocol",
+    "flush_deferred",
     "protocol_class",
 ]
 
@@ -58,6 +59,23 @@ def _scratch_view() -> memoryview:
     if view is None:
         view = _scratch.view = memoryview(bytearray(_SCRATCH_SIZE))
     return view
+
+
+def _deferring() -> set[StreamProtocol]:
+    # The connections of this thread's loop holding deferred sends.
+    protos: set[StreamProtocol] | None = getattr(_scratch, "deferring", None)
+    if protos is None:
+        protos = _scratch.deferring = set()
+    return protos
+
+
+def flush_deferred() -> None:
+    """Hand every deferred send of this thread's loop to its transport now:
+    for a call that answers without letting the loop run (a polled
+    receive), whose caller may be waiting for the answer to one of them."""
+    protos = _deferring()
+    while protos:
+        protos.pop().flush()
 
 
 def _wake(waiter: asyncio.Future[bool] | None) -> None:
@@ -255,6 +273,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if pending is None:
             self.pending = [data if size >= DEFER_MAX else bytearray(data)]
             self.loop.call_soon(self.flush)
+            _deferring().add(self)
         elif size >= DEFER_MAX:
             pending.append(data)
         else:
@@ -271,6 +290,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if pending is not None:
             self.pending = None
             self.pending_size = 0
+            _deferring().discard(self)
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 if len(pending) == 1:

@@ -14,7 +14,7 @@ from typing import Final, overload
 from ._buffer import ALL, LINE, LINE_PATTERN, NUMBER, Pattern, parse_pattern
 from ._errors import CLOSED, TIMEOUT, BusyError
 from ._lifecycle import TcpSocket
-from ._protocol import READ_LOW_WATER, StreamProtocol
+from ._protocol import READ_LOW_WATER, StreamProtocol, flush_deferred
 from ._send import Buffer, as_bytes
 from ._timeout import CallDeadline
 from ._waits import EXPIRED, let_io_in, next_deadline, wait_until
@@ -299,9 +299,10 @@ class ReceivePath(TcpSocket):
 
         It does not yield: for the Lua bridge, whose scripts poll as they
         would with LuaSocket (a script that polls and never waits is bounded
-        by its time slice). Sends deferred to the end of the loop iteration
-        are handed to the transport before a "timeout", so that a poller
-        waiting for the answer to what it sent is not waiting on itself.
+        by its time slice). Sends deferred to the end of the loop iteration,
+        on any connection, are handed to their transports before a
+        "timeout", so that a poller waiting for the answer to what it sent
+        is not waiting on itself.
         """
         proto = self._proto
         if proto is None or self._recv_busy or self._closed or self._attaching is not None:
@@ -321,8 +322,7 @@ class ReceivePath(TcpSocket):
                 if data is not None:
                     break
             if data is None:
-                if proto.pending is not None:
-                    proto.flush()
+                flush_deferred()
                 partial = buffer.take_partial(kind)
                 if proto.reading_paused:
                     proto.resume_reading()

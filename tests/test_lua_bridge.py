@@ -458,3 +458,27 @@ async def test_a_timeout_0_receive_finds_the_end_of_stream_and_a_reset_itself() 
     with _thread_peer(reset) as port:
         result, _ = await _poll_counting_iterations(port)
     assert result.values[:4] == (None, b"closed", b"", b"closed")
+
+
+@pytest.mark.asyncio
+async def test_a_timeout_0_poll_hands_over_every_connections_deferred_sends() -> None:
+    """A send made while its connection has unread bytes waits for the end of
+    the loop iteration (batched with the next ones); a script that then polls
+    another socket without letting the loop run must still get it out (real
+    LuaSocket's send is immediate): the poll's "timeout" flushes them all."""
+    code = """
+    local socket = require "socket"
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    local _, port = srv:getsockname()
+    local c = assert(socket.connect("127.0.0.1", port))
+    local s = assert(srv:accept())
+    s:settimeout(0)
+    s:send("unread\\n")  -- c has bytes it has not read: its next send is deferred
+    socket.sleep(0.05)
+    assert(c:send("hi\\n"))
+    local deadline, line = socket.gettime() + 5
+    repeat line = s:receive() until line or socket.gettime() > deadline
+    return line, (c:receive())
+    """
+    result = await asyncio.wait_for(run_string(code, slice=None), 20)
+    assert result.values == (b"hi", b"unread")

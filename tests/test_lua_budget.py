@@ -140,6 +140,23 @@ async def test_with_only_a_slice_the_roots_run_unhooked() -> None:
 
 
 @pytest.mark.asyncio
+async def test_the_watchdog_leaves_a_scripts_own_hook_alone() -> None:
+    # A script's debug.sethook (a coverage tool, a profiler) keeps working
+    # through steps that run past their slice: the watchdog does not replace
+    # a hook that is not its own, nor remove it at the step's end.
+    code = """
+    local n = 0
+    debug.sethook(function() n = n + 1 end, "", 1000)
+    local function busy(d) local t = os.clock() while os.clock() - t < d do end end
+    busy(0.05)
+    local before = n
+    busy(0.05)
+    return debug.gethook() ~= nil, n > before
+    """
+    assert (await run_string(code)).values == (True, True)
+
+
+@pytest.mark.asyncio
 async def test_a_scripts_own_coroutines_see_only_their_own_yields() -> None:
     # Generators yielding nothing, yielding values, computing long enough to
     # be paused many times in between: the pauses never reach the script.

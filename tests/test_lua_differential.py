@@ -48,6 +48,13 @@ DIFFERENCES: Final[dict[tuple[str, str], str]] = {
         "server's ALPN function, cert:issued, getfinished, getpeerfinished, exportkeyingmaterial, "
         "setdane and settlsa are missing (README lists them all)"
     ),
+    ("*", "dirty() when bytes arrive while some are still buffered"): (
+        "LuaSocket's buffer holds what its last recv() brought in; the engine takes whatever "
+        "arrives. The bridge's dirty() says whether the last receive left bytes over, so when "
+        "more arrive meanwhile and a receive then takes exactly what was left, LuaSocket's buffer "
+        "is empty (the new bytes wait in the kernel) where the bridge says dirty; select, which "
+        "lists buffered sockets first, can then order its ready sockets differently"
+    ),
     ("*", "io.popen"): (
         "lupa's bundled Lua is built without popen ('popen' not supported); C modules cannot be "
         "loaded either, as lupa's Lua is not the system's"

@@ -112,6 +112,7 @@ def test_loopback_script_matches_luasec(luasec: str, certs: Path) -> None:
     # What the reference itself shows, so that agreeing means something.
     lines = _lines(expected)
     assert lines["handshake"] == "true nil true nil"
+    assert lines["select after wrap"] == '0 "timeout"'
     assert lines["tcp after wrap"] == '-1.0 nil "closed" ""'
     assert lines["before handshake"] == 'nil "closed" ""'
     assert lines["receive timeout"] == 'nil "wantread" "2345"'

@@ -92,6 +92,7 @@ def _library() -> ctypes.CDLL | None:
         sethook, yieldk = lib.lua_sethook, lib.lua_yieldk
         isyieldable, absindex = lib.lua_isyieldable, lib.lua_absindex
         getfield, pcallk, settop = lib.lua_getfield, lib.lua_pcallk, lib.lua_settop
+        lib.lua_gethook  # noqa: B018  (present, or AttributeError below)
     except (OSError, AttributeError, TypeError):
         return None
     pointer, integer = ctypes.c_void_p, ctypes.c_int
@@ -109,17 +110,22 @@ def _library() -> ctypes.CDLL | None:
     pcallk.restype = integer
     settop.argtypes = [pointer, integer]
     settop.restype = None
+    lib.lua_gethook.argtypes = [pointer]
+    lib.lua_gethook.restype = pointer
     return lib
 
 
 @functools.cache
-def _sethook_holding_gil() -> Any:
-    """`lua_sethook` for the watchdog: called with the GIL held (`PyDLL`), so
-    that the step it checked cannot end (and its root be freed) meanwhile."""
-    sethook = ctypes.PyDLL(lupa.__file__).lua_sethook
-    sethook.argtypes = [ctypes.c_void_p, _HOOK_TYPE, ctypes.c_int, ctypes.c_int]
-    sethook.restype = None
-    return sethook
+def _holding_gil() -> ctypes.PyDLL:
+    """`lua_sethook` and `lua_gethook` for the watchdog: called with the GIL
+    held (`PyDLL`), so that the step it checked cannot end (and its root be
+    freed) meanwhile."""
+    lib = ctypes.PyDLL(lupa.__file__)
+    lib.lua_sethook.argtypes = [ctypes.c_void_p, _HOOK_TYPE, ctypes.c_int, ctypes.c_int]
+    lib.lua_sethook.restype = None
+    lib.lua_gethook.argtypes = [ctypes.c_void_p]
+    lib.lua_gethook.restype = ctypes.c_void_p
+    return lib
 
 
 def available() -> bool:
@@ -163,6 +169,7 @@ class Budget:
         "_armed",
         "_cpu_start",
         "_hook",
+        "_hook_address",
         "_lib",
         "_main",
         "_root",
@@ -189,6 +196,7 @@ class Budget:
         self._root = 0  # the running step's root thread (watched mode)
         self._armed = 0  # the root the watchdog set the hook on, until the step ends
         self._hook = _HOOK_TYPE(self._fire)
+        self._hook_address = ctypes.cast(self._hook, ctypes.c_void_p).value
 
     @property
     def watched(self) -> bool:
@@ -207,7 +215,7 @@ class Budget:
             raise RuntimeError("this lupa build's Lua registry index is not the one expected")
         self._main = main_thread
         if self.watched:
-            _sethook_holding_gil()  # looked up here, not in the watchdog thread
+            _holding_gil()  # looked up here, not in the watchdog thread
             _watchdog().add(self)
         else:
             self._lib.lua_sethook(main_thread, self._hook, _LUA_MASKCOUNT, CHECK)
@@ -240,8 +248,7 @@ class Budget:
         if self._armed:
             # The watchdog's hook did not fire (the root was inside one of
             # the script's own coroutines, or in a C call): take it back.
-            self._lib.lua_sethook(self._armed, _HOOK_TYPE(), 0, 0)
-            self._armed = 0
+            self._unarm(self._armed)
         if self.cpu_limit is not None:
             self.cpu_used += time.thread_time() - self._cpu_start
             if self.cpu_used > self.cpu_limit:
@@ -250,6 +257,12 @@ class Budget:
     def message(self) -> str:
         """The text of the error a script ends with past its limit."""
         return f"{LIMIT_MESSAGE} ({self.cpu_limit:g} s of CPU time)"
+
+    def _unarm(self, root: int) -> None:
+        self._armed = 0
+        # Unless the script has set a hook of its own since (debug.sethook).
+        if self._lib.lua_gethook(root) == self._hook_address:
+            self._lib.lua_sethook(root, _HOOK_TYPE(), 0, 0)
 
     def _watch(self, now: float) -> None:
         """The watchdog's look (GIL held): hook the root of a step that has
@@ -262,8 +275,11 @@ class Budget:
             and slice_ is not None
             and now - self._step_start >= slice_
         ):
+            lib = _holding_gil()
+            if lib.lua_gethook(self._root):
+                return  # a hook of the script's own (debug.sethook): not ours to replace
             self._armed = self._root
-            _sethook_holding_gil()(self._root, self._hook, _LUA_MASKCOUNT, 1)
+            lib.lua_sethook(self._root, self._hook, _LUA_MASKCOUNT, 1)
 
     # Called by Lua every CHECK instructions of a hooked thread (or at once on
     # a root the watchdog armed). It must not raise (ctypes would only print
@@ -274,8 +290,7 @@ class Budget:
         armed = state == self._armed
         if armed:
             # Once: past here the root is unhooked again, or counts like the others.
-            self._armed = 0
-            lib.lua_sethook(state, _HOOK_TYPE(), 0, 0)
+            self._unarm(state)
         if not self._active:
             return
         limit = self.cpu_limit

@@ -54,11 +54,31 @@ local function typename(v, present)
   return type(v)
 end
 
+-- lauxlib's pushglobalfuncname: the name function `f` has in
+-- package.loaded ("coroutine.create", "print"), for a call that gives it
+-- none (`pcall(f, ...)`); the shortest, where it has several.
+local loaded_modules = package and package.loaded
+local function globalname(f)
+  if f == nil or loaded_modules == nil then return nil end
+  local best
+  for modname, mod in pairs(loaded_modules) do
+    if type(modname) == "string" and type(mod) == "table" then
+      for k, v in pairs(mod) do
+        if rawequal(v, f) and type(k) == "string" then
+          local name = modname == "_G" and k or modname .. "." .. k
+          if best == nil or #name < #best then best = name end
+        end
+      end
+    end
+  end
+  return best
+end
+
 -- luaL_argerror for argument `arg` (counting self) of the public function at
 -- stack level `level` as seen from the caller of argerror (2 = the caller).
 local function argerror(level, arg, msg)
-  local ar = dgetinfo(level, "n")
-  local name = ar and ar.name
+  local ar = dgetinfo(level, "nf")
+  local name = ar and (ar.name or globalname(ar.func))
   if ar and ar.namewhat == "method" then
     arg = arg - 1
     if arg == 0 then
@@ -1074,11 +1094,14 @@ local select_lists = setmetatable({}, { __mode = "k" })
 local function engine_list(tab)
   local kept = select_lists[tab]
   if kept then
-    local n = kept.n
+    -- The same entries, each still on the same engine object (`ssl.wrap`
+    -- moves a socket's to its wrapper).
+    local n, objects = kept.n, kept.objects
     local same = rawequal(tab[n + 1], nil)
     for i = 1, n do
       if not same then break end
-      same = rawequal(tab[i], kept[i])
+      local e = tab[i]
+      same = rawequal(e, kept[i]) and rawequal(impl[e], objects[i])
     end
     if same then return kept end
   end
@@ -1091,7 +1114,7 @@ local function engine_list(tab)
     n = n + 1
     entries[n], objects[n] = e, o
   end
-  entries.n = n
+  entries.n, entries.objects = n, objects
   entries.py = B.pylist(unpack(objects, 1, n))
   select_lists[tab] = entries
   return entries

@@ -118,3 +118,8 @@ for i = 1, 3 do
   clients[i]:close()
 end
 srv:close()
+
+print("== argument errors of functions called with no name to go by (pcall(f, ...))")
+U.try("pcall(coroutine.create, 1)", coroutine.create, 1)
+U.try("pcall(coroutine.wrap, 1)", coroutine.wrap, 1)
+U.try("pcall(socket.select, 1)", socket.select, 1)

@@ -70,6 +70,19 @@ local function handshake_both(c, s)
 end
 
 do
+  -- A table given to select before and after wrap (a dispatcher's): the
+  -- wrapped TCP object has no descriptor left, so it is never ready.
+  local tc, ts = pair()
+  local watched = { tc }
+  show("select before wrap", #socket.select(watched, nil, 0))
+  local c = assert(ssl.wrap(tc, client_params))
+  ts:send("plain\n")
+  local r, _, err = socket.select(watched, nil, 0.2)
+  show("select after wrap", #r, err)
+  c:close(); ts:close()
+end
+
+do
   local tc, ts = pair()
   local c = assert(ssl.wrap(tc, client_params))
   local sctx = assert(ssl.newcontext(server_params))
