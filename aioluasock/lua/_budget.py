@@ -57,7 +57,7 @@ import functools
 import threading
 import time
 import weakref
-from typing import Any, Final, final
+from typing import Final, final
 
 import lupa.lua54 as lupa
 
