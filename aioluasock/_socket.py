@@ -76,7 +76,7 @@ class SocketBase:
         "_fd_readers",
         "_fd_writers",
         "_keep_buffer",
-        "_left_over",
+        "_lua_buffered",
         "_made_file",
         "_proto",
         "_recv_busy",
@@ -99,9 +99,8 @@ class SocketBase:
         self._buffer = ReceiveBuffer()
         self._closed = False
         self._keep_buffer = False
-        # The Lua bridge's `dirty()`: the last receive left bytes over (see
-        # `Bridge.dirty`).
-        self._left_over = False
+        # The Lua bridge's model of LuaSocket's own buffer (see `_bridge._settle`).
+        self._lua_buffered = 0
         self._made_file: tuple[bytes, int] | None = None
         self._recv_busy = False
         self._send_busy = False

@@ -48,12 +48,16 @@ DIFFERENCES: Final[dict[tuple[str, str], str]] = {
         "server's ALPN function, cert:issued, getfinished, getpeerfinished, exportkeyingmaterial, "
         "setdane and settlsa are missing (README lists them all)"
     ),
-    ("*", "dirty() when bytes arrive while some are still buffered"): (
+    ("*", "dirty() when the kernel split what arrived"): (
         "LuaSocket's buffer holds what its last recv() brought in; the engine takes whatever "
-        "arrives. The bridge's dirty() says whether the last receive left bytes over, so when "
-        "more arrive meanwhile and a receive then takes exactly what was left, LuaSocket's buffer "
-        "is empty (the new bytes wait in the kernel) where the bridge says dirty; select, which "
-        "lists buffered sockets first, can then order its ready sockets differently"
+        "arrives, and the bridge keeps a model of that buffer (a receive that needs more than it "
+        "holds refills it with what is buffered, up to 8192 bytes). Where LuaSocket's recv() got "
+        "less because the rest had not arrived yet, dirty() can differ, and so can the order of "
+        "select's ready sockets (buffered first), never their set"
+    ),
+    ("*", "select with a table listing a socket twice, which has buffered data"): (
+        "LuaSocket lists such a socket twice in its answer (once as buffered, once as its "
+        "descriptor is ready); the bridge lists each ready socket once"
     ),
     ("*", "io.popen"): (
         "lupa's bundled Lua is built without popen ('popen' not supported); C modules cannot be "

@@ -103,12 +103,32 @@ def _ctext(value: bytes) -> str:
     return _text(value.split(b"\0", 1)[0])
 
 
+_LUASOCKET_BUFFER: Final = 8192
+"""LuaSocket's buffer size (BUF_SIZE): what one recv() asks for."""
+
+
 def _lua_dirty(obj: TcpSocket) -> bool:
-    """LuaSocket's `dirty()`: bytes are in its own buffer, which only a
-    receive fills (bytes still in the kernel do not count). The engine
-    buffers whatever arrives, so this is: the last receive left bytes over,
-    and they are not all consumed since."""
-    return obj._left_over and bool(obj._buffer)
+    """LuaSocket's `dirty()`: bytes are in its own buffer, which only its
+    receives fill (bytes still in the kernel do not count). The engine takes
+    whatever arrives, so the bridge keeps a count of the bytes LuaSocket's
+    buffer would hold (`_settle`)."""
+    return obj._lua_buffered > 0 and bool(obj._buffer)
+
+
+def _settle(obj: TcpSocket, consumed_before: int, ok: bool) -> None:
+    """Update the model of LuaSocket's buffer after a receive: what it took
+    came from that buffer if it fits there (no recv() was needed); else
+    recv() refilled it, and it holds what is left of the last chunk (here:
+    what is buffered, up to a chunk); a failed receive hands out everything
+    it read as the partial, leaving it empty."""
+    if not ok:
+        obj._lua_buffered = 0
+        return
+    taken = obj._buffer.consumed - consumed_before
+    if taken <= obj._lua_buffered:
+        obj._lua_buffered -= taken
+    else:
+        obj._lua_buffered = min(len(obj._buffer), _LUASOCKET_BUFFER)
 
 
 def _positions(objects: list[Any]) -> dict[int, int]:
@@ -660,15 +680,17 @@ class Bridge:
             # Timeout 0 (Copas's sockets): the buffer and reads of the kernel
             # answer at once, "timeout" included, as LuaSocket's recv()
             # calls do; no trip through the driver and the loop.
+            consumed = obj._buffer.consumed
             done = obj._receive_polled(kind, count)
             if done is not None:
-                obj._left_over = bool(obj._buffer)
+                _settle(obj, consumed, done[1] is None)
                 if done[1] is None:
                     return done[0]
                 return None, done[1].encode(), done[0]
+        consumed = obj._buffer.consumed
         line = obj._receive_now(kind, count)
         if line is not None:
-            obj._left_over = bool(obj._buffer)
+            _settle(obj, consumed, True)
         return line
 
     @staticmethod
@@ -685,6 +707,7 @@ class Bridge:
     async def receive(self, obj: Client, kind: int, count: int, prefix: bytes) -> Values:
         if kind == NUMBER and count == 0 and not prefix:
             return await self._receive_zero(obj)
+        consumed = obj._buffer.consumed
         if kind != ALL and not prefix:
             # The public call's fast path (no future when the answer is
             # buffered, one coroutine instead of four when it waits): the
@@ -692,8 +715,8 @@ class Bridge:
             result: tuple[bytes | str | None, ...] = await obj.receive(count if kind == NUMBER else "*l")
         else:
             result = await obj._receive([(kind, count)], prefix)
-        obj._left_over = bool(obj._buffer)
         data, err = result[0], result[1]
+        _settle(obj, consumed, err is None)
         assert isinstance(data, bytes)
         if err is None:
             if kind == ALL and len(data) == len(prefix):
@@ -735,8 +758,10 @@ class Bridge:
                 return None, err.encode(), b""
         finally:
             obj._recv_busy = False
-            # What LuaSocket's one recv() brought in stays in its buffer.
-            obj._left_over = bool(obj._buffer)
+            # What LuaSocket's one recv() brought in (when its buffer was
+            # empty) stays in its buffer.
+            if not obj._lua_buffered:
+                obj._lua_buffered = min(len(obj._buffer), _LUASOCKET_BUFFER)
 
     @staticmethod
     async def send(obj: Client, data: bytes) -> Values:

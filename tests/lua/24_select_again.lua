@@ -1,6 +1,7 @@
 -- select over the same tables again and again, changed in place between
 -- calls, as a dispatcher (Copas) does: readiness, order (buffered data first,
--- then by descriptor), entries removed, replaced, added, closed, listed twice.
+-- then by descriptor), entries removed, replaced, added, closed, listed twice;
+-- and what dirty() says as bytes arrive.
 local socket = require("socket")
 local U = require("util")
 
@@ -77,5 +78,21 @@ clients[15]:close()
 socket.sleep(0.05)
 ready("A15 at end of stream", recvt, 1)
 U.show("A15:receive()", A[15]:receive())
+
+print("== dirty(): LuaSocket's own buffer, not bytes that arrived since")
+local c, a = U.pair()
+c:send("a\nb\n")
+socket.sleep(0.05)
+U.show("receive, dirty", a:receive(), a:dirty())
+c:send("c\n")
+socket.sleep(0.05)
+U.show("receive what was left, dirty", a:receive(), a:dirty())
+U.show("receive from the kernel, dirty", a:receive(), a:dirty())
+c:send("d\ne\n")
+socket.sleep(0.05)
+U.show("receive(0), dirty", a:receive(0), a:dirty())
+U.show("receive(2), dirty", a:receive(2), a:dirty())
+U.show("receive(2), dirty", a:receive(2), a:dirty())
+c:close(); a:close()
 
 for i = 1, 40 do clients[i]:close(); A[i]:close() end
