@@ -37,10 +37,15 @@ twice as slow whatever the count. Hence two ways to place it:
 - with only a time slice (the default), the root coroutines (the main chunk
   and each `spawn`ed task, which the driver resumes) carry none. A watchdog
   thread (`_Watchdog`, one per process) looks at the running step every
-  half slice (at most every `TICK_MIN`); once one has run past its slice it sets the hook on that
-  step's root, to fire at its next instruction (lupa runs Lua without the
-  GIL, so the watchdog runs meanwhile; `lua_sethook` is made to be called
-  asynchronously, as Lua's own interpreter does from its SIGINT handler).
+  half slice (at most every `TICK_MIN`); once one has run past its slice,
+  it sets the hook on that step's root, to fire at its next instruction
+  (lupa runs Lua without the GIL, so the watchdog runs meanwhile;
+  `lua_sethook` is made to be called asynchronously, as Lua's own
+  interpreter does from its SIGINT handler, though from a signal handler the
+  interrupted thread stands still while here it runs on: Lua's
+  "reasonable assumptions" about atomic pointer writes hold on the
+  platforms CPython runs on). A root carrying a hook of the script's own
+  (`debug.sethook`) is left alone, as is that hook.
   The watchdog cannot know which of the script's own coroutines is running
   inside a root, so those carry the count hook from their creation
   (`hook_thread`, called by the bridge's `coroutine.create`/`wrap`).
