@@ -136,10 +136,6 @@ def _positions(objects: list[Any]) -> dict[int, int]:
     return {id(obj): index for index, obj in enumerate(objects, 1)}
 
 
-_POSITIONS_KEPT: Final = 8
-"""`select` lists whose positions a bridge keeps (the lists of a dispatcher)."""
-
-
 def _udp_error(text: str) -> bytes:
     # 3.1's udp_strerror: sending on a socket that is gone (IO_CLOSED) is
     # "refused", its word for "the transport did not take the address".
@@ -187,8 +183,6 @@ class Bridge:
         # Sockets replaced by setfd: LuaSocket leaks them; we close them when
         # the script ends.
         self._orphans: list[socket.socket] = []
-        # `select_lists`: the positions of the entries of the lists kept by bridge.lua.
-        self._positions: dict[int, tuple[list[Any], dict[int, int]]] = {}
         # Objects whose blocking connect failed while they had no family yet:
         # LuaSocket keeps AF_UNSPEC for them (getsockname says "unspec").
         self._unspec: weakref.WeakSet[TcpSocket] = weakref.WeakSet()
@@ -244,8 +238,6 @@ class Bridge:
             "send",
             "send_now",
             "select",
-            "select_lists",
-            "pylist",
             "sleep",
             "pause",
             "global_connect",
@@ -778,33 +770,6 @@ class Bridge:
         if err is not None:
             return None, err.encode()
         return self._ready(readable, writable, _positions(recv), _positions(send))
-
-    @staticmethod
-    def pylist(*objects: Any) -> list[Any]:
-        """A list bridge.lua keeps for a table it passes to `select` again."""
-        return list(objects)
-
-    async def select_lists(self, recv: list[Any] | None, send: list[Any] | None, timeout: float) -> Values:
-        """`select` over lists made by `pylist` (the same list again while the
-        Lua table's entries are the same: the engine's cache applies)."""
-        if self.handshakes:
-            return await self.select(len(recv or ()), timeout, *(recv or ()), *(send or ()))
-        readable, writable, err = await engine_select(recv, send, None if timeout < 0 else timeout)
-        if err is not None:
-            return None, err.encode()
-        return self._ready(readable, writable, self._kept_positions(recv), self._kept_positions(send))
-
-    def _kept_positions(self, objects: list[Any] | None) -> dict[int, int]:
-        if not objects:
-            return {}
-        kept = self._positions.get(id(objects))
-        if kept is not None and kept[0] is objects:
-            return kept[1]
-        positions = _positions(objects)
-        if len(self._positions) >= _POSITIONS_KEPT:
-            del self._positions[next(iter(self._positions))]
-        self._positions[id(objects)] = (objects, positions)
-        return positions
 
     @staticmethod
     def _ready(

@@ -1083,63 +1083,6 @@ function socket.connect6(address, port, laddr, lport)
   return c
 end
 
--- A dispatcher (Copas) calls select with the same tables again and again,
--- changed a little between calls. For a table of the script's own sockets
--- only, the Python list of their engine objects is kept with a copy of the
--- entries: while the entries are the same, the same list goes to Python
--- (one value, not one per socket, and the engine's cache of unchanged lists
--- then looks only at the sockets that changed).
-local select_lists = setmetatable({}, { __mode = "k" })
-
-local function engine_list(tab)
-  local kept = select_lists[tab]
-  if kept then
-    -- The same entries, each still on the same engine object (`ssl.wrap`
-    -- moves a socket's to its wrapper).
-    local n, objects = kept.n, kept.objects
-    local same = rawequal(tab[n + 1], nil)
-    for i = 1, n do
-      if not same then break end
-      local e = tab[i]
-      same = rawequal(e, kept[i]) and rawequal(impl[e], objects[i])
-    end
-    if same then return kept end
-  end
-  local entries, objects, n = {}, {}, 0
-  while true do
-    local e = tab[n + 1]
-    if e == nil then break end
-    local o = impl[e]
-    if o == nil then return nil end  -- a foreign entry: asked afresh at every call
-    n = n + 1
-    entries[n], objects[n] = e, o
-  end
-  entries.n, entries.objects = n, objects
-  entries.py = B.pylist(unpack(objects, 1, n))
-  select_lists[tab] = entries
-  return entries
-end
-
-local function select_kept(recv, send, t)
-  local r = pack(request(B.select_lists, recv and recv.py, send and send.py, t))
-  if r[1] == nil then return {}, {}, r[2] end
-  local nr = r[1]
-  local rt, wt = {}, {}
-  for x = 2, r.n do
-    local idx = r[x]
-    if x - 1 <= nr then
-      local e = recv[idx]
-      rt[#rt + 1] = e
-      rt[e] = #rt + 0.0
-    else
-      local e = send[idx]
-      wt[#wt + 1] = e
-      wt[e] = #wt + 0.0
-    end
-  end
-  return rt, wt
-end
-
 function socket.select(...)
   local n = select("#", ...)
   local recvt, sendt, timeout = ...
@@ -1151,11 +1094,6 @@ function socket.select(...)
   end
   local t = optnumber(2, 3, timeout, n >= 3, -1)
   if t ~= t then t = 0 end -- NaN: LuaSocket's select waits no time
-  local kept_r = recvt and engine_list(recvt)
-  local kept_s = sendt and engine_list(sendt)
-  if (kept_r or not recvt) and (kept_s or not sendt) then
-    return select_kept(kept_r, kept_s, t + 0.0)
-  end
   -- The engine's objects go to Python as one argument list, receivers
   -- first (a table indexed from Python costs a crossing per element).
   local lists, pys, np = {}, {}, 0
