@@ -185,31 +185,29 @@ def _live(kind: type[Any]) -> list[Any]:
     return [obj for obj in gc.get_objects() if type(obj) is kind and not obj._closed]
 
 
+async def _appearing(kind: type[Any], known: set[int]) -> Any:
+    """The first open `kind` object not in `known` (ids), within 5 s."""
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        for obj in _live(kind):
+            if id(obj) not in known:
+                return obj
+    return None
+
+
 async def bench_lua(lines: int, script: str, slice: float | None = DEFAULT_SLICE) -> float:
     """`script` (a server of servers/) under the bridge, with its time slice."""
     before = {id(obj) for obj in _live(Server)}
     task = Script.from_file(str(SERVERS / script), ("0",), slice=slice).start()
     try:
-        server = None
-        for _ in range(500):
-            await asyncio.sleep(0.01)
-            found = [obj for obj in _live(Server) if id(obj) not in before]
-            if found:
-                server = found[0]
-                break
+        server = await _appearing(Server, before)
         assert server is not None, "the script did not listen"
         port = server.getsockname()[1]
         assert isinstance(port, int)
         others = {id(obj) for obj in _live(Client)}
         client, err = await socket.connect("127.0.0.1", port)
         assert client is not None, err
-        peer = None
-        for _ in range(500):
-            await asyncio.sleep(0.01)
-            found = [obj for obj in _live(Client) if id(obj) not in others and obj is not client]
-            if found:
-                peer = found[0]
-                break
+        peer = await _appearing(Client, others | {id(client)})
         assert peer is not None, "the script did not accept"
         proto, real, fake = await _swap_transport(peer)
         try:

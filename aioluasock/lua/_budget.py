@@ -94,15 +94,14 @@ def _library() -> ctypes.CDLL | None:
     """The Lua C API of `lupa.lua54`, typed; None where it is not reachable."""
     try:
         lib = ctypes.CDLL(lupa.__file__)
-        sethook, yieldk = lib.lua_sethook, lib.lua_yieldk
+        lib.lua_sethook, lib.lua_gethook  # noqa: B018  (present, or AttributeError below)
+        yieldk = lib.lua_yieldk
         isyieldable, absindex = lib.lua_isyieldable, lib.lua_absindex
         getfield, pcallk, settop = lib.lua_getfield, lib.lua_pcallk, lib.lua_settop
-        lib.lua_gethook  # noqa: B018  (present, or AttributeError below)
     except (OSError, AttributeError, TypeError):
         return None
     pointer, integer = ctypes.c_void_p, ctypes.c_int
-    sethook.argtypes = [pointer, _HOOK_TYPE, integer, integer]
-    sethook.restype = None
+    _type_hooks(lib)
     yieldk.argtypes = [pointer, integer, ctypes.c_ssize_t, pointer]
     yieldk.restype = integer
     isyieldable.argtypes = [pointer]
@@ -115,9 +114,14 @@ def _library() -> ctypes.CDLL | None:
     pcallk.restype = integer
     settop.argtypes = [pointer, integer]
     settop.restype = None
-    lib.lua_gethook.argtypes = [pointer]
-    lib.lua_gethook.restype = pointer
     return lib
+
+
+def _type_hooks(lib: ctypes.CDLL) -> None:
+    lib.lua_sethook.argtypes = [ctypes.c_void_p, _HOOK_TYPE, ctypes.c_int, ctypes.c_int]
+    lib.lua_sethook.restype = None
+    lib.lua_gethook.argtypes = [ctypes.c_void_p]
+    lib.lua_gethook.restype = ctypes.c_void_p
 
 
 @functools.cache
@@ -126,10 +130,7 @@ def _holding_gil() -> ctypes.PyDLL:
     held (`PyDLL`), so that the step it checked cannot end (and its root be
     freed) meanwhile."""
     lib = ctypes.PyDLL(lupa.__file__)
-    lib.lua_sethook.argtypes = [ctypes.c_void_p, _HOOK_TYPE, ctypes.c_int, ctypes.c_int]
-    lib.lua_sethook.restype = None
-    lib.lua_gethook.argtypes = [ctypes.c_void_p]
-    lib.lua_gethook.restype = ctypes.c_void_p
+    _type_hooks(lib)
     return lib
 
 
