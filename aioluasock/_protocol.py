@@ -12,7 +12,7 @@ import asyncio
 import errno
 import socket
 import threading
-from typing import Final, cast, final
+from typing import Final, Protocol, cast, final
 
 from ._buffer import ReceiveBuffer
 from ._errors import CLOSED, os_error_text
@@ -25,6 +25,7 @@ __all__ = [
     "SelectMarks",
     "StreamProtocol",
     "UVStreamProtocol",
+    "Waiter",
     "flush_deferred",
     "protocol_class",
 ]
@@ -78,7 +79,17 @@ def flush_deferred() -> None:
         protos.pop().flush()
 
 
-def _wake(waiter: asyncio.Future[bool] | None) -> None:
+class Waiter(Protocol):
+    """What a receive waits on (`StreamProtocol.read_waiter`): a future, or
+    anything with its `done` and `set_result` (the Lua bridge's scheduler
+    waits on the protocol itself, without a future)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: bool, /) -> None: ...
+
+
+def _wake(waiter: Waiter | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(True)
 
@@ -129,7 +140,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         eof: the peer ended its side of the stream.
         error: set when the connection was lost: LuaSocket's text for the
             cause ("closed" for a clean close or a reset).
-        read_waiter / write_waiter: the one future a receive / send waits on.
+        read_waiter / write_waiter: the one future (or other `Waiter`, for
+            a read) a receive / send waits on.
         watchers: futures of `select` calls waiting for any change.
         reading_paused: reading was paused by the high-water mark.
         writing_paused: the transport's write buffer is above its high-water mark.
@@ -141,6 +153,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
             `notify` records that its readiness may have changed.
         plain_socket: the socket under a plain (not TLS) transport, which
             `pull` may read from; None under TLS.
+        under: the plain transport under uvloop's TLS layer, where reading
+            pauses (see `pause_reading`); None elsewhere.
     """
 
     __slots__ = (
@@ -158,6 +172,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         "read_waiter",
         "reading_paused",
         "transport",
+        "under",
         "watchers",
         "write_waiter",
         "writing_paused",
@@ -171,7 +186,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.eof = False
         self.error: str | None = None
-        self.read_waiter: asyncio.Future[bool] | None = None
+        self.read_waiter: Waiter | None = None
         self.write_waiter: asyncio.Future[bool] | None = None
         self.watchers: list[asyncio.Future[bool]] = []
         self.reading_paused = False
@@ -182,6 +197,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.pending_size = 0
         self.marks: SelectMarks | None = None
         self.plain_socket: socket.socket | None = None
+        self.under: asyncio.Transport | None = None
         self._scratch = _scratch_view()
 
     # -- asyncio callbacks -------------------------------------------------
@@ -320,8 +336,23 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 waiter.set_result(True)
 
     def pause_reading(self) -> None:
-        """Stop reading from the socket (the buffer is full and nobody reads)."""
-        if not self.reading_paused and self.transport is not None:
+        """Stop reading from the socket (the buffer is full and nobody reads).
+
+        Under uvloop's TLS layer the plain transport beneath is paused, not
+        the TLS one: uvloop ends a TLS connection at once when the peer's
+        end of stream arrives while the application's reading is paused,
+        and drops what it holds decrypted (a peer that closes without
+        waiting for our close_notify, as web servers do, would lose its
+        last bytes). Paused beneath, the bytes and the end stay in the
+        kernel. (The TLS layer may resume that transport for its own flow
+        control: every read past the mark pauses it again.)
+        """
+        under = self.under
+        if under is not None:
+            self.reading_paused = True
+            if not under.is_closing():
+                under.pause_reading()
+        elif not self.reading_paused and self.transport is not None:
             self.reading_paused = True
             self.transport.pause_reading()
 
@@ -329,7 +360,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         """Read from the socket again."""
         if self.reading_paused:
             self.reading_paused = False
-            transport = self.transport
+            transport = self.under or self.transport
             if transport is not None and not transport.is_closing():
                 transport.resume_reading()
 

@@ -14,7 +14,7 @@ from typing import Final, overload
 from ._buffer import ALL, LINE, LINE_PATTERN, NUMBER, Pattern, parse_pattern
 from ._errors import CLOSED, TIMEOUT, BusyError
 from ._lifecycle import TcpSocket
-from ._protocol import READ_LOW_WATER, StreamProtocol, flush_deferred
+from ._protocol import READ_LOW_WATER, StreamProtocol, Waiter, flush_deferred
 from ._send import Buffer, as_bytes
 from ._timeout import CallDeadline
 from ._waits import EXPIRED, let_io_in, next_deadline, wait_until
@@ -288,6 +288,52 @@ class ReceivePath(TcpSocket):
         if kind == NUMBER and count == 0:
             return b""
         return None
+
+    def _receive_looked(self, kind: int, count: int) -> tuple[bytes, str | None] | None:
+        """One look of a blocking `"*l"` or `count`-byte receive (no prefix,
+        no timeout) at the buffer and the read side: `(data, None)`,
+        `(partial, err)` once no more bytes can come, or `None` while the
+        caller must wait (`_park_reader`). The steps of `receive`'s inlined
+        wait, for a caller that waits without a coroutine (the Lua bridge's
+        scheduler)."""
+        buffer = self._buffer
+        data = (buffer.take_line() if kind == LINE else buffer.take(count)) if buffer._data else None
+        proto = self._proto
+        if data is None:
+            if not (self._closed or proto is None or proto.discard or proto.error is not None or proto.eof):
+                return None
+            err, ended = self._read_end(proto)
+            data = buffer.read((kind, count), ended)
+            if data is None:
+                partial = buffer.take_partial(kind)
+                if proto is not None and proto.reading_paused:
+                    proto.resume_reading()
+                return partial, err or CLOSED
+        if proto is not None and proto.reading_paused and len(buffer) <= READ_LOW_WATER:
+            proto.resume_reading()
+        return data, None
+
+    def _park_reader(self, waiter: Waiter) -> StreamProtocol:
+        """Make `waiter` the one a change on the read side wakes (with
+        `set_result(True)`), this client busy receiving until
+        `_unpark_reader`. For a caller of `_receive_looked` that found
+        nothing and has a plain transport (`_proto` set, not attaching)."""
+        proto = self._proto
+        assert proto is not None
+        self._recv_busy = True
+        proto.read_waiter = waiter
+        # A call that needs more than the high-water mark must keep reading.
+        proto.keep_reading = True
+        if proto.reading_paused:
+            proto.resume_reading()
+        return proto
+
+    def _unpark_reader(self, proto: StreamProtocol, waiter: Waiter) -> None:
+        """End a wait `_park_reader` began (woken or not)."""
+        self._recv_busy = False
+        proto.keep_reading = False
+        if proto.read_waiter is waiter:
+            proto.read_waiter = None
 
     def _receive_polled(self, kind: int, count: int) -> tuple[bytes, str | None] | None:
         """A timeout-0 `"*l"` or `count`-byte receive (`count` > 0, no

@@ -236,6 +236,14 @@ class SocketBase:
                 # socket object when it closes): never close it twice.
                 transport = proto.transport
                 pending = _queued(transport)
+                sock = proto.plain_socket
+                if not pending and sock is not None:
+                    # The transport lets the descriptor go in the loop's
+                    # next iteration; the peer sees the end now, as after
+                    # LuaSocket's close() (a script that polls its peer
+                    # right after must find it).
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
                 transport.close()
                 if pending:
                     # It closes once those bytes are out: a peer that stopped

@@ -9,7 +9,7 @@ import ssl
 from typing import Final, cast
 
 from ._errors import CLOSED, TIMEOUT, BusyError, os_error_text
-from ._protocol import WRITE_HIGH_WATER, WRITE_LOW_WATER
+from ._protocol import WRITE_HIGH_WATER, WRITE_LOW_WATER, UVStreamProtocol
 from ._send import SendPath
 from ._waits import EXPIRED, next_deadline
 
@@ -137,6 +137,8 @@ class TlsPath(SendPath):
             return None, err
         assert tls is not None
         proto.transport = tls
+        if isinstance(proto, UVStreamProtocol):
+            proto.under = transport  # where reading pauses (see `pause_reading`)
         tls.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         proto.reading_paused = False  # start_tls resumed the plain transport's reading
         proto.writing_paused = False

@@ -482,3 +482,31 @@ async def test_a_timeout_0_poll_hands_over_every_connections_deferred_sends() ->
     """
     result = await asyncio.wait_for(run_string(code, slice=None), 20)
     assert result.values == (b"hi", b"unread")
+
+
+@pytest.mark.asyncio
+async def test_closing_a_connection_ends_it_for_the_peer_at_once() -> None:
+    """LuaSocket's close() ends the connection before it returns: a script
+    that closes one end and polls the other right away finds "closed", also
+    when the closed end's transport is up (its descriptor goes only in the
+    loop's next iteration)."""
+    result = await run_string(
+        """
+        local socket = require("socket")
+        local aio = require("aioluasock")
+        local srv = assert(socket.bind("127.0.0.1", 0))
+        local ip, port = srv:getsockname()
+        local c = assert(socket.connect(ip, port))
+        local a = assert(srv:accept())
+        aio.sleep(0.05)  -- both transports are up
+        assert(a:send("tail"))
+        aio.sleep(0.05)
+        a:close()
+        c:settimeout(0)
+        local got = table.pack(c:receive())
+        c:close()
+        srv:close()
+        return table.unpack(got, 1, got.n)
+        """
+    )
+    assert result.values == (None, b"closed", b"tail")

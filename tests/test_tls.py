@@ -11,7 +11,10 @@ import asyncio
 import os
 import re
 import shutil
+import socket as pysocket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,6 +237,46 @@ async def test_a_cancelled_handshake_closes_the_connection(client_context: ssl.S
         assert client.getfd() == -1
         peer.settimeout(5)
         assert (await peer.receive("*a"))[1] in (None, "closed")  # the ClientHello, then the end
+
+
+@pytest.mark.asyncio
+async def test_a_tls_peer_that_ends_while_reading_is_paused_loses_no_byte(
+    client_context: ssl.SSLContext, ca: trustme.CA
+) -> None:
+    # More than the read high-water mark arrives while nobody reads (reading
+    # pauses), then the last bytes and the end of the stream, with no wait
+    # for our close_notify (as web servers close). uvloop's TLS layer drops
+    # what it holds decrypted when the end arrives while the application's
+    # reading is paused: the engine must pause beneath it.
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(LOCAL).configure_cert(context)
+    head, tail = b"h" * 300_000, b"t" * 8_000
+    listener = pysocket.create_server((LOCAL, 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(head)
+            time.sleep(0.3)  # the client's buffer is past the mark by now
+            tls.sendall(tail)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        client, err = await socket.connect(LOCAL, listener.getsockname()[1], ssl=client_context)
+        assert client is not None, err
+        client.settimeout(10)
+        await asyncio.sleep(0.6)  # everything arrives unread
+        data, err = await client.receive("*a")
+        client.close()
+    finally:
+        await asyncio.to_thread(server.join)
+        listener.close()
+    assert len(data) == len(head) + len(tail) and data == head + tail
+    # A TCP end without close_notify: asyncio's TLS layer reports an end of
+    # stream, uvloop's a lost connection.
+    assert err in (None, "closed")
 
 
 @pytest.mark.asyncio

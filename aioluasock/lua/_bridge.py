@@ -23,7 +23,7 @@ import ssl
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 from .._addresses import resolve
 from .._buffer import ALL, NUMBER
@@ -41,7 +41,7 @@ from .._unix_dgram import dgram as unix_dgram
 from . import _luasec
 from ._x509 import Certificate, CertificateError, load_pem
 
-__all__ = ["Bridge", "ScriptExit"]
+__all__ = ["Bridge", "ScriptExit", "Task"]
 
 _BAD_FD: Final = errno_text(9).encode()
 _NONAME: Final = b"host or service not provided, or not known"
@@ -62,6 +62,25 @@ class ScriptExit(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
+
+
+class Task(Protocol):
+    """A root coroutine of the script (the main chunk or a spawned task), as
+    the bridge sees it (`_runtime._Root`)."""
+
+    @property
+    def finished(self) -> asyncio.Future[Values]:
+        """Its end: its results, its exception, or cancelled."""
+        ...
+
+    @property
+    def helper(self) -> asyncio.Task[Values] | None:
+        """The task running its current request, if one does."""
+        ...
+
+    def cancel(self) -> bool:
+        """End it at its next wait; False when it has ended."""
+        ...
 
 
 @final
@@ -149,11 +168,10 @@ class Bridge:
     end (or cancellation) closes it.
 
     Args:
-        spawn: starts a root Lua coroutine (by number, with its address) as
-            a new task of the script.
-        tasks: the script's tasks by id, while Lua holds their handles (for
+        spawn: starts a root Lua coroutine (by number, with its address).
+        tasks: the script's roots by id, while Lua holds their handles (for
             `wait` and `cancel`).
-        running: the script's tasks that have not ended.
+        running: the script's roots that have not ended.
         sandbox: the script is sandboxed: it may use no descriptor but its
             own sockets' (no `setfd`, no foreign descriptors in `select`).
         hook_thread: gives a coroutine the script creates the time slice's
@@ -163,8 +181,8 @@ class Bridge:
     def __init__(
         self,
         spawn: Callable[[int, Values, bytes], None],
-        tasks: dict[int, asyncio.Task[Values]],
-        running: set[asyncio.Task[Values]],
+        tasks: dict[int, Task],
+        running: set[Task],
         *,
         sandbox: bool = False,
         hook_thread: Callable[[bytes], None] | None = None,
@@ -445,9 +463,7 @@ class Bridge:
 
     def cancel(self, task_id: int) -> bool:
         task = self._tasks.get(task_id)
-        if task is None or task.done():
-            return False
-        return task.cancel()
+        return task is not None and task.cancel()
 
     # -- UDP -----------------------------------------------------------------
 
@@ -684,6 +700,33 @@ class Bridge:
         if line is not None:
             _settle(obj, consumed, True)
         return line
+
+    @staticmethod
+    def receive_parkable(obj: object, kind: int, count: int, prefix: bytes) -> bool:
+        """Whether the driver may wait for this receive without a task
+        (`receive_look`, `Client._park_reader`): a `"*l"` or count receive
+        with no prefix and no timeout, on an idle client whose transport is
+        up. Anything else goes the long way (`receive`)."""
+        if type(obj) is not Client or prefix or kind == ALL or (kind == NUMBER and count == 0):
+            return False
+        if obj._recv_busy or obj._closed or obj._proto is None or obj._attaching is not None:
+            return False
+        timeout = obj._timeout
+        return timeout.block is None and timeout.total is None
+
+    @staticmethod
+    def receive_look(obj: Client, kind: int, count: int) -> Values | None:
+        """What `receive` would return for a parkable receive, if it is
+        known now; None while the caller must wait."""
+        consumed = obj._buffer.consumed
+        done = obj._receive_looked(kind, count)
+        if done is None:
+            return None
+        data, err = done
+        _settle(obj, consumed, err is None)
+        if err is None:
+            return data, None, None, bool(obj._buffer)
+        return None, err.encode(), data
 
     @staticmethod
     def send_now(obj: object, data: bytes) -> Values | None:
@@ -1035,18 +1078,22 @@ class Bridge:
         task = self._tasks.get(task_id)
         if task is None:
             return False, b"cancelled"
-        await asyncio.wait([task])
-        if task.cancelled():
+        finished = task.finished
+        await asyncio.wait([finished])
+        if finished.cancelled():
             return False, b"cancelled"
-        exc = task.exception()
+        exc = finished.exception()
         if exc is not None:
             return False, str(exc).encode()
-        return (True, *task.result())
+        return (True, *finished.result())
 
     async def waitall(self) -> Values:
+        # This runs as the helper task of the root that asked.
         me = asyncio.current_task()
         while True:
-            others = [task for task in self._running if task is not me and not task.done()]
+            others = [
+                task.finished for task in self._running if task.helper is not me and not task.finished.done()
+            ]
             if not others:
                 return ()
             await asyncio.wait(others)

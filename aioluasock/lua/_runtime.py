@@ -22,6 +22,8 @@ from typing import Any, Final, final
 import lupa.lua54 as lupa
 
 from .._errors import BusyError
+from .._protocol import StreamProtocol
+from .._tcp import Client
 from ._bridge import Bridge, ScriptExit, Values
 from ._budget import LIMIT_MESSAGE, Budget
 from ._budget import available as budget_available
@@ -347,39 +349,258 @@ class Script:
         return chunks
 
 
+class _Root:
+    """One root Lua coroutine (the main chunk, or a task `spawn`ed), driven
+    by the loop's callbacks rather than by an asyncio task.
+
+    Each step runs the coroutine until it waits. A receive that has to wait
+    (a blocking `"*l"` or count receive on a plain client) parks the root as
+    the protocol's read waiter: the read callback puts it on its run's ready
+    list, and one loop callback then resumes every root made ready since, so
+    a ping-pong line costs no future, no task step and no coroutine frames.
+    Any other request (accept, select, sleep, connect, dns, ...) runs as a
+    helper task, whose end resumes the root.
+
+    `finished` is the root's end (its results, its exception, or cancelled);
+    it stands where an asyncio task's own result would.
+    """
+
+    __slots__ = (
+        "_args",
+        "_must_cancel",
+        "_queued",
+        "_reading",
+        "_run",
+        "_stepping",
+        "finished",
+        "helper",
+        "main",
+        "root",
+        "thread",
+    )
+
+    def __init__(self, run: _Run, thread: int, args: Values, main: bool, root: int) -> None:
+        self._run = run
+        self.thread = thread
+        self.main = main
+        self.root = root  # the coroutine's address (for the time slice's watchdog)
+        self._args: Values | None = args  # what the first step passes
+        self.finished: asyncio.Future[Values] = run.loop.create_future()
+        self.helper: asyncio.Task[Values] | None = None
+        self._reading: tuple[Client, StreamProtocol, int, int] | None = None
+        self._queued = False
+        self._stepping = False
+        self._must_cancel = False
+
+    # -- the protocol's read waiter (`_protocol.Waiter`) ---------------------
+
+    def done(self) -> bool:
+        return self._queued or self._reading is None
+
+    def set_result(self, _: bool) -> None:
+        if not self._queued:
+            self._queued = True
+            self._run.ready(self)
+
+    # -- driving -------------------------------------------------------------
+
+    def go(self) -> None:
+        """Resume (from the run's ready list): start, or look again at what
+        the parked receive waits for."""
+        self._queued = False
+        if self.finished.done():
+            return
+        reading = self._reading
+        if reading is None:
+            args, self._args = self._args, None
+            if args is not None:
+                self._steps(args)
+            return
+        obj, proto, kind, count = reading
+        obj._unpark_reader(proto, self)
+        try:
+            values = Bridge.receive_look(obj, kind, count)
+        except Exception as exc:
+            self._reading = None
+            self._end(None, exc)
+            return
+        if values is None:
+            obj._park_reader(self)  # woken by something else (a select's notify)
+            return
+        self._reading = None
+        self._steps(values)
+
+    def _steps(self, values: Values) -> None:
+        """Run the coroutine until it waits or ends."""
+        run = self._run
+        self._stepping = True
+        run.stepping += 1
+        try:
+            self._run_steps(values)
+        except Exception as exc:
+            self._end(None, exc)
+        finally:
+            self._stepping = False
+            run.stepping -= 1
+
+    def _run_steps(self, values: Values) -> None:
+        run = self._run
+        step = run.step
+        budget = run.budget
+        receive = run.bridge_receive
+        co = self.thread
+        while True:
+            if budget is None:
+                try:
+                    result = step(co, *values)
+                except lupa.LuaMemoryError:
+                    raise LuaError("not enough memory") from None
+            else:
+                budget.begin(self.root)
+                try:
+                    result = step(co, *values)
+                except lupa.LuaMemoryError:
+                    raise LuaError("not enough memory") from None
+                except lupa.LuaError:
+                    # The limit's error reached the state's main thread,
+                    # which runs `step` itself (and the script's code only
+                    # through it: an error value's __tostring).
+                    if budget.exceeded:
+                        raise LuaError(budget.message()) from None
+                    raise
+                finally:
+                    budget.end()
+                if budget.exceeded:
+                    # Never resume a script past its limit; where its error
+                    # already ended a coroutine, its message is ours.
+                    traceback = _decode(result[2]) if result[0] == 3 else ""
+                    message = budget.message()
+                    raise LuaError(message, traceback.replace(LIMIT_MESSAGE, message, 1))
+            kind = result[0]
+            if kind == 2:
+                request = result[1]
+                if self._must_cancel:
+                    self._end(None, None)
+                    return
+                if request is receive and Bridge.receive_parkable(*result[2:]):
+                    obj, pattern, count = result[2], result[3], result[4]
+                    looked = Bridge.receive_look(obj, pattern, count)
+                    if looked is None:
+                        self._reading = (obj, obj._park_reader(self), pattern, count)
+                        return
+                    values = looked
+                    continue
+                try:
+                    helper = run.loop.create_task(request(*result[2:]))
+                except (TypeError, ValueError, OverflowError) as exc:
+                    values = (run.raise_tag, str(exc).encode())
+                    continue
+                self.helper = helper
+                helper.add_done_callback(self._helped)
+                return
+            if kind == 1:
+                count = result[1]
+                # (Cancelled while it ran: it ends cancelled, as a task would.)
+                self._end(None if self._must_cancel else tuple(result[2 : 2 + count]), None)
+                return
+            message = _decode(result[1])
+            raise LuaError(message, _decode(result[2]), result[3])
+
+    def _helped(self, helper: asyncio.Task[Values]) -> None:
+        if helper is not self.helper:
+            return  # cancelled with the root
+        self.helper = None
+        if self.finished.done():
+            return
+        if helper.cancelled():
+            # Nobody but the root cancels its helper: a cancellation from
+            # outside (the loop closing) ends the root as cancelled too.
+            self._end(None, None)
+            return
+        exc = helper.exception()
+        if exc is None:
+            values = helper.result()
+        elif isinstance(exc, BusyError | TypeError | ValueError | OverflowError):
+            # Misuse the Lua side could not see (two coroutines receiving
+            # on one socket): a Lua error in the caller.
+            values = (self._run.raise_tag, str(exc).encode())
+        else:
+            self._end(None, exc)
+            return
+        self._steps(values)
+
+    def cancel(self) -> bool:
+        """End the root at its next wait (now, if it waits); False when it
+        has ended."""
+        if self.finished.done():
+            return False
+        if self._stepping:
+            self._must_cancel = True
+        else:
+            self._end(None, None)
+        return True
+
+    def _end(self, values: Values | None, exc: BaseException | None) -> None:
+        """Finish: with `values` (returned), `exc` (raised), or neither
+        (cancelled)."""
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading[0]._unpark_reader(reading[1], self)
+        helper, self.helper = self.helper, None
+        if helper is not None:
+            helper.cancel()
+        self._run.forget(self.thread)
+        finished = self.finished
+        if finished.done():
+            return
+        if exc is not None:
+            finished.set_exception(exc)
+        elif values is not None:
+            if self.main:
+                self._run.main_values = values
+            finished.set_result(values)
+        else:
+            finished.cancel()
+
+
 class _Run:
-    """The state of one run of a script: its Lua state, tasks and sockets."""
+    """The state of one run of a script: its Lua state, roots and sockets."""
 
     def __init__(self, script: Script) -> None:
         self._script = script
-        self._tasks: dict[int, asyncio.Task[Values]] = {}
-        self._running: set[asyncio.Task[Values]] = set()
+        self._tasks: dict[int, _Root] = {}
+        self._running: set[_Root] = set()
+        self._ready: list[_Root] = []
+        self.stepping = 0  # roots in a step (Lua runs)
         self._main = 0
         self._failure: LuaError | None = None
         self._exit: int | None = None
         self._idle: asyncio.Future[None] | None = None
-        self._budget: Budget | None = None
+        self.main_values: Values = ()
+        self.loop = asyncio.get_running_loop()
+        self.budget: Budget | None = None
         slice_, cpu_limit = script._slice, script._cpu_limit
         if slice_ == DEFAULT_SLICE and cpu_limit is None and not budget_available():
             # A lupa without the Lua C API: the default runs unsliced; asking
             # for a slice or a limit explicitly raises (in Budget).
             slice_ = None
         if slice_ is not None or cpu_limit is not None:
-            self._budget = Budget(slice_, cpu_limit)
-        budget = self._budget
+            self.budget = Budget(slice_, cpu_limit)
+        budget = self.budget
         self._bridge = Bridge(
             self._spawn,
-            self._tasks,
-            self._running,
+            self._tasks,  # type: ignore[arg-type]  # a _Root is a Task
+            self._running,  # type: ignore[arg-type]
             sandbox=script._sandbox,
             hook_thread=budget.hook_thread if budget is not None and budget.watched else None,
         )
+        self.bridge_receive = self._bridge.receive
         self._runtime, setup = script._runtime(self._bridge)
         (
-            self._step,
+            self.step,
             self._new_root,
-            self._drop,
-            self._raise,
+            self.drop,
+            self.raise_tag,
             self._compile,
             self._set_arg,
             self._flush,
@@ -391,9 +612,9 @@ class _Run:
 
     async def run(self) -> ScriptResult:
         script = self._script
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._idle = loop.create_future()
-        budget = self._budget
+        budget = self.budget
         try:
             if budget is not None:
                 budget.install(self._main_thread)
@@ -418,7 +639,7 @@ class _Run:
                 return ScriptResult(self._exit)
             if self._failure is not None:
                 raise self._failure
-            return ScriptResult(0, tuple(_to_python(v) for v in self._main_values))
+            return ScriptResult(0, tuple(_to_python(v) for v in self.main_values))
         finally:
             if budget is not None:
                 budget.uninstall()
@@ -429,26 +650,53 @@ class _Run:
                 self._flush()
                 self._finish()
 
-    _main_values: Values = ()
-
     async def _cancel_all(self) -> None:
-        tasks = list(self._running)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        roots = list(self._running)
+        helpers = [root.helper for root in roots if root.helper is not None]
+        for root in roots:
+            root.cancel()
+        # The requests under way end (and clean up) before the sockets close.
+        if helpers:
+            await asyncio.wait(helpers)
+        finished = [root.finished for root in roots]
+        if finished:
+            await asyncio.wait(finished)
 
     def _spawn(self, thread: int, args: Values, address: bytes) -> None:
-        root = int(address, 16)
-        task = asyncio.get_running_loop().create_task(self._drive(thread, args, thread == self._main, root))
-        self._tasks[thread] = task
-        self._running.add(task)
-        task.add_done_callback(self._task_done)
+        root = _Root(self, thread, args, thread == self._main, int(address, 16))
+        self._tasks[thread] = root
+        self._running.add(root)
+        root.finished.add_done_callback(lambda _: self._root_done(root))
+        # (Called from Lua too: the first step runs from the loop.)
+        self.ready(root)
 
-    def _task_done(self, task: asyncio.Task[Values]) -> None:
-        self._running.discard(task)
-        if not task.cancelled():
-            exc = task.exception()
+    def ready(self, root: _Root) -> None:
+        """Resume `root` from the loop, with the others made ready since the
+        loop last ran them."""
+        ready = self._ready
+        ready.append(root)
+        if len(ready) == 1:
+            self.loop.call_soon(self._resume_ready)
+
+    def _resume_ready(self) -> None:
+        ready, self._ready = self._ready, []
+        for root in ready:
+            root.go()
+
+    def forget(self, thread: int) -> None:
+        """Let the Lua state forget a root that ended (later, if Lua is
+        running: a root may end while another one's step cancels it)."""
+        if self.stepping:
+            self.loop.call_soon(self.forget, thread)
+            return
+        with contextlib.suppress(lupa.LuaError):
+            self.drop(thread)
+
+    def _root_done(self, root: _Root) -> None:
+        self._running.discard(root)
+        finished = root.finished
+        if not finished.cancelled():
+            exc = finished.exception()
             if exc is not None and self._exit is None and self._failure is None:
                 if isinstance(exc, ScriptExit):
                     self._exit = exc.code
@@ -456,66 +704,10 @@ class _Run:
                     self._failure = exc
                 else:
                     self._failure = LuaError(f"internal error: {exc!r}", value=exc)
-                for other in self._running:
+                for other in list(self._running):
                     other.cancel()
         if not self._running and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
-
-    async def _drive(self, thread: int, args: Values, main: bool, root: int) -> Values:
-        try:
-            return await self._drive_steps(thread, args, main, root)
-        finally:
-            with contextlib.suppress(lupa.LuaError):
-                self._drop(thread)
-
-    async def _drive_steps(self, co: int, args: Values, main: bool, root: int) -> Values:
-        step = self._step
-        budget = self._budget
-        values: Values = args
-        while True:
-            if budget is None:
-                try:
-                    result = step(co, *values)
-                except lupa.LuaMemoryError:
-                    raise LuaError("not enough memory") from None
-            else:
-                budget.begin(root)
-                try:
-                    result = step(co, *values)
-                except lupa.LuaMemoryError:
-                    raise LuaError("not enough memory") from None
-                except lupa.LuaError:
-                    # The limit's error reached the state's main thread,
-                    # which runs `step` itself (and the script's code only
-                    # through it: an error value's __tostring).
-                    if budget.exceeded:
-                        raise LuaError(budget.message()) from None
-                    raise
-                finally:
-                    budget.end()
-                if budget.exceeded:
-                    # Never resume a script past its limit; where its error
-                    # already ended a coroutine, its message is ours.
-                    traceback = _decode(result[2]) if result[0] == 3 else ""
-                    message = budget.message()
-                    raise LuaError(message, traceback.replace(LIMIT_MESSAGE, message, 1))
-            kind = result[0]
-            if kind == 2:
-                try:
-                    values = await result[1](*result[2:])
-                except (BusyError, TypeError, ValueError, OverflowError) as exc:
-                    # Misuse the Lua side could not see (two coroutines
-                    # receiving on one socket): a Lua error in the caller.
-                    values = (self._raise, str(exc).encode())
-                continue
-            if kind == 1:
-                count = result[1]
-                returned: Values = tuple(result[2 : 2 + count])
-                if main:
-                    self._main_values = returned
-                return returned
-            message = _decode(result[1])
-            raise LuaError(message, _decode(result[2]), result[3])
 
 
 async def run_file(
