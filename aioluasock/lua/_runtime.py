@@ -22,7 +22,7 @@ from typing import Any, Final, final
 import lupa.lua54 as lupa
 
 from .._errors import BusyError
-from .._protocol import StreamProtocol
+from .._protocol import StreamProtocol, flush_deferred
 from .._tcp import Client
 from ._bridge import Bridge, ScriptExit, Values
 from ._budget import LIMIT_MESSAGE, Budget
@@ -682,6 +682,9 @@ class _Run:
         ready, self._ready = self._ready, []
         for root in ready:
             root.go()
+        # What they sent goes out now, one write per connection, rather than
+        # from the loop's next iteration (after another poll).
+        flush_deferred()
 
     def forget(self, thread: int) -> None:
         """Let the Lua state forget a root that ended (later, if Lua is
