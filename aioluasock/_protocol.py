@@ -80,13 +80,15 @@ def flush_deferred() -> None:
 
 
 class Waiter(Protocol):
-    """What a receive waits on (`StreamProtocol.read_waiter`): a future, or
-    anything with its `done` and `set_result` (the Lua bridge's scheduler
-    waits on the protocol itself, without a future)."""
+    """What a receive or a select waits on (`StreamProtocol.read_waiter`,
+    `watchers`, ...): a future, or anything with its `done`, `set_result` and
+    `get_loop` (the Lua bridge's scheduler waits without a future)."""
 
     def done(self) -> bool: ...
 
     def set_result(self, result: bool, /) -> None: ...
+
+    def get_loop(self) -> asyncio.AbstractEventLoop: ...
 
 
 def _wake(waiter: Waiter | None) -> None:
@@ -112,7 +114,7 @@ class SelectMarks:
     def __init__(self) -> None:
         self.recv: set[StreamProtocol] = set()
         self.send: set[StreamProtocol] = set()
-        self.waiters: list[asyncio.Future[bool]] = []
+        self.waiters: list[Waiter] = []
 
     def mark(self, proto: StreamProtocol) -> None:
         """`proto` may have become ready: note it and wake waiting selects."""
@@ -188,7 +190,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.error: str | None = None
         self.read_waiter: Waiter | None = None
         self.write_waiter: asyncio.Future[bool] | None = None
-        self.watchers: list[asyncio.Future[bool]] = []
+        self.watchers: list[Waiter] = []
         self.reading_paused = False
         self.writing_paused = False
         self.discard = False

@@ -19,13 +19,13 @@ from typing import Final, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from ._errors import TIMEOUT
 from ._lifecycle import TcpSocket
-from ._protocol import SelectMarks, StreamProtocol, _wake
+from ._protocol import SelectMarks, StreamProtocol, Waiter, _wake
 from ._tcp import Client
 from ._timeout import parse_timeout
 from ._udp import _Udp
 from ._waits import let_io_in, wait_until
 
-__all__ = ["Selectable", "select"]
+__all__ = ["Selectable", "Selection", "select"]
 
 
 @runtime_checkable
@@ -189,17 +189,15 @@ class _Scan(Generic[S]):
 # selects on one foreign object share it: a second select must not replace
 # the first one's callback, nor the first remove the second's when it ends.
 # An entry lives only while some select waits on it (no state is left behind).
-_foreign_waiters: dict[tuple[asyncio.AbstractEventLoop, int, bool], list[asyncio.Future[bool]]] = {}
+_foreign_waiters: dict[tuple[asyncio.AbstractEventLoop, int, bool], list[Waiter]] = {}
 
 
-def _wake_all(waiters: list[asyncio.Future[bool]]) -> None:
+def _wake_all(waiters: list[Waiter]) -> None:
     for waiter in waiters:
         _wake(waiter)
 
 
-def _watch_foreign(
-    loop: asyncio.AbstractEventLoop, fd: int, write: bool, waiter: asyncio.Future[bool]
-) -> None:
+def _watch_foreign(loop: asyncio.AbstractEventLoop, fd: int, write: bool, waiter: Waiter) -> None:
     key = (loop, fd, write)
     waiters = _foreign_waiters.get(key)
     if waiters is None:
@@ -212,9 +210,7 @@ def _watch_foreign(
     waiters.append(waiter)
 
 
-def _unwatch_foreign(
-    loop: asyncio.AbstractEventLoop, fd: int, write: bool, waiter: asyncio.Future[bool]
-) -> None:
+def _unwatch_foreign(loop: asyncio.AbstractEventLoop, fd: int, write: bool, waiter: Waiter) -> None:
     key = (loop, fd, write)
     waiters = _foreign_waiters.get(key)
     if waiters is None:
@@ -232,7 +228,7 @@ def _unwatch_foreign(
 class _Watch:
     """Registers one waiter with every object of a select call, and undoes it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, waiter: Waiter) -> None:
         self.loop = loop
         self.waiter = waiter
         self.undo: list[tuple[object, ...]] = []
@@ -474,16 +470,55 @@ def _cache() -> _Cache:
     return cache
 
 
-async def _until_ready(
-    check: Callable[[], tuple[list[Selectable], list[Selectable]]],
-    recv: list[Selectable],
-    send: list[Selectable],
-    marks: SelectMarks | None,
-    limit: float | None,
-) -> SelectResult:
+class Selection:
+    """What one `select` call looks at: how to check its objects, and how
+    to watch them for a change (`watch`/`unwatch` around each wait).
+
+    Objects of `recv`/`send` are watched one by one (`_Watch`); the
+    connections of a cached list are woken through `marks` instead.
+    """
+
+    __slots__ = ("check", "marks", "recv", "send")
+
+    def __init__(self, recvt: Iterable[S] | None, sendt: Iterable[S] | None) -> None:
+        cache = _cache() if _cacheable(recvt, sendt) else None
+        group = None if cache is None else cache.lookup(recvt, sendt)
+        if group is None:
+            recv = cast(Objects, _unique(recvt))
+            send = cast(Objects, _unique(sendt))
+            if cache is not None:
+                group = cache.offer(cast(Objects, recvt), cast(Objects | None, sendt), recv, send)
+        self.check: Callable[[], tuple[Objects, Objects]]
+        self.marks: SelectMarks | None
+        if group is None:
+            self.check = _scanner(recv, send)
+            self.recv, self.send, self.marks = recv, send, None
+        else:
+            # Connections by their marks; any other object scanned and watched.
+            marks = cast(_Cache, cache).marks
+            self.check = functools.partial(group.ready, marks)
+            self.recv, self.send, self.marks = group.recv.other, group.send.other, marks
+
+    def watch(self, loop: asyncio.AbstractEventLoop, waiter: Waiter) -> _Watch:
+        """Have any change that may make an object ready wake `waiter`."""
+        if self.marks is not None:
+            self.marks.waiters.append(waiter)
+        watch = _Watch(loop, waiter)
+        watch.add(self.recv, self.send)
+        return watch
+
+    def unwatch(self, watch: _Watch) -> None:
+        """Undo `watch`."""
+        watch.remove()
+        marks = self.marks
+        if marks is not None and watch.waiter in marks.waiters:
+            marks.waiters.remove(watch.waiter)
+
+
+async def _until_ready(selection: Selection, limit: float | None) -> SelectResult:
     """Check; if nothing is ready, wait for a change and check again, until
-    `limit`. Objects of `recv`/`send` are watched one by one (`_Watch`); the
-    connections of a cached list are woken through `marks` instead."""
+    `limit`."""
+    check = selection.check
     readable, writable = check()
     if readable or writable:
         return readable, writable, None
@@ -500,16 +535,11 @@ async def _until_ready(
     deadline = None if limit is None else loop.time() + limit
     while True:
         waiter: asyncio.Future[bool] = loop.create_future()
-        if marks is not None:
-            marks.waiters.append(waiter)
-        watch = _Watch(loop, waiter)
+        watch = selection.watch(loop, waiter)
         try:
-            watch.add(recv, send)
             woken = await wait_until(loop, waiter, deadline)
         finally:
-            watch.remove()
-            if marks is not None and waiter in marks.waiters:
-                marks.waiters.remove(waiter)
+            selection.unwatch(watch)
         readable, writable = check()
         if readable or writable:
             return readable, writable, None
@@ -551,19 +581,5 @@ async def select(
         TypeError: an argument is not an iterable of selectable objects.
     """
     limit = parse_timeout(timeout)
-    cache = _cache() if _cacheable(recvt, sendt) else None
-    group = None if cache is None else cache.lookup(recvt, sendt)
-    if group is None:
-        recv = cast(Objects, _unique(recvt))
-        send = cast(Objects, _unique(sendt))
-        if cache is not None:
-            group = cache.offer(cast(Objects, recvt), cast(Objects | None, sendt), recv, send)
-    if group is None:
-        result = await _until_ready(_scanner(recv, send), recv, send, None, limit)
-    else:
-        # Connections by their marks; any other object scanned and watched.
-        marks = cast(_Cache, cache).marks
-        result = await _until_ready(
-            functools.partial(group.ready, marks), group.recv.other, group.send.other, marks, limit
-        )
+    result = await _until_ready(Selection(recvt, sendt), limit)
     return result  # type: ignore[return-value]  # the objects given, in order

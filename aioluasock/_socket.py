@@ -23,7 +23,7 @@ from ._addresses import describe, remove_made_file
 from ._buffer import ReceiveBuffer
 from ._errors import CLOSED, errno_text, os_error_text
 from ._options import OPTIONS, Option, OptionValue, get_option, lookup, set_option
-from ._protocol import StreamProtocol
+from ._protocol import StreamProtocol, Waiter
 from ._timeout import CallDeadline, TimeoutState
 from ._waits import NO_LIMIT, wait_until
 
@@ -112,8 +112,8 @@ class SocketBase:
         # answered `_ensure_stream`'s last look (`_unconnected_state`).
         self._stream_error: str | None = None
         self._birthday = time.monotonic()
-        self._fd_readers: list[asyncio.Future[bool]] = []
-        self._fd_writers: list[asyncio.Future[bool]] = []
+        self._fd_readers: list[Waiter] = []
+        self._fd_writers: list[Waiter] = []
 
     # -- common methods -------------------------------------------------------
 
@@ -304,7 +304,7 @@ class SocketBase:
         finally:
             self._unwatch_fd(loop, waiter, write, linger)
 
-    def _watch_fd(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool) -> None:
+    def _watch_fd(self, loop: asyncio.AbstractEventLoop, waiter: Waiter, write: bool) -> None:
         # Several waiters (an accept and a select, say) share one reader
         # callback: the loop allows only one per descriptor and direction.
         waiters = self._fd_writers if write else self._fd_readers
@@ -318,7 +318,7 @@ class SocketBase:
         waiters.append(waiter)
 
     def _unwatch_fd(
-        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool, linger: bool = False
+        self, loop: asyncio.AbstractEventLoop, waiter: Waiter, write: bool, linger: bool = False
     ) -> None:
         waiters = self._fd_writers if write else self._fd_readers
         if waiter in waiters:
@@ -337,11 +337,11 @@ class SocketBase:
                 else:
                     loop.remove_reader(self._sock.fileno())
 
-    def _end_linger(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], write: bool) -> None:
+    def _end_linger(self, loop: asyncio.AbstractEventLoop, waiter: Waiter, write: bool) -> None:
         self._unwatch_fd(loop, waiter, write)
 
     @staticmethod
-    def _fd_ready(waiters: list[asyncio.Future[bool]]) -> None:
+    def _fd_ready(waiters: list[Waiter]) -> None:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(True)

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Final, final
 from ._addresses import describe, public_address, public_port, remove_made_file, resolve
 from ._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
 from ._options import UDP_OPTIONS, Option, OptionValue, get_option, lookup, set_option
+from ._protocol import Waiter
 from ._send import Buffer, as_bytes
 from ._timeout import CallDeadline, TimeoutState
 from ._waits import EXPIRED, NO_LIMIT, next_deadline, wait_until
@@ -65,7 +66,7 @@ _FAMILY_NAMES: Final[dict[int, str]] = {socket.AF_INET6: "inet6", socket.AF_UNIX
 Address = tuple[str, int]
 
 
-def _wake(waiter: asyncio.Future[bool] | None) -> None:
+def _wake(waiter: Waiter | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(True)
 
@@ -109,7 +110,7 @@ class DatagramQueue(asyncio.DatagramProtocol):
         self.pending_error: str | None = None
         self.error: str | None = None
         self.read_waiter: asyncio.Future[bool] | None = None
-        self.watchers: list[asyncio.Future[bool]] = []
+        self.watchers: list[Waiter] = []
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

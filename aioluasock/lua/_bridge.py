@@ -30,6 +30,7 @@ from .._buffer import ALL, NUMBER
 from .._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
 from .._lifecycle import TcpSocket
 from .._options import OPTIONS, UDP_OPTIONS, UNIX_DGRAM_OPTIONS, UNIX_STREAM_OPTIONS, lookup, set_option
+from .._select import Selection
 from .._select import select as engine_select
 from .._tcp import Client, Master, Server
 from .._timeout import CallDeadline
@@ -41,7 +42,7 @@ from .._unix_dgram import dgram as unix_dgram
 from . import _luasec
 from ._x509 import Certificate, CertificateError, load_pem
 
-__all__ = ["Bridge", "ScriptExit", "Task"]
+__all__ = ["Bridge", "ParkedSelect", "ScriptExit", "Task"]
 
 _BAD_FD: Final = errno_text(9).encode()
 _NONAME: Final = b"host or service not provided, or not known"
@@ -62,6 +63,32 @@ class ScriptExit(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
+
+
+@final
+class ParkedSelect:
+    """A `select` that waits without a task (`Bridge.select_look`): the
+    driver watches `selection` with its own waiter, and looks again when
+    woken, until `deadline` (a loop time; None: no limit)."""
+
+    __slots__ = ("deadline", "recv", "selection", "send", "timer", "watch")
+
+    def __init__(
+        self, recv: list[Any], send: list[Any], selection: Selection, deadline: float | None
+    ) -> None:
+        self.recv = recv
+        self.send = send
+        self.selection = selection
+        self.deadline = deadline
+        self.watch: Any = None  # the selection's watch while parked
+        self.timer: asyncio.TimerHandle | None = None
+
+    def look(self) -> Values | None:
+        """`select`'s results if something is ready; else None."""
+        readable, writable = self.selection.check()
+        if readable or writable:
+            return Bridge._ready(readable, writable, _positions(self.recv), _positions(self.send))
+        return None
 
 
 class Task(Protocol):
@@ -205,6 +232,8 @@ class Bridge:
         # LuaSocket keeps AF_UNSPEC for them (getsockname says "unspec").
         self._unspec: weakref.WeakSet[TcpSocket] = weakref.WeakSet()
         self.handshakes = _luasec.Handshakes()
+        # What `table` gave Lua, by name.
+        self.functions: dict[bytes, Any] = {}
 
     # -- bookkeeping ---------------------------------------------------------
 
@@ -298,6 +327,7 @@ class Bridge:
             "x509",
         ]
         table: dict[bytes, Any] = {name.encode(): getattr(self, name) for name in names}
+        self.functions = dict(table)
         table[b"sandbox"] = self.sandbox
         if self.hook_thread is not None:
             table[b"hook_thread"] = self.hook_thread
@@ -813,6 +843,26 @@ class Bridge:
         if err is not None:
             return None, err.encode()
         return self._ready(readable, writable, _positions(recv), _positions(send))
+
+    def select_look(self, nrecv: int, timeout: float, *objects: Any) -> Values | ParkedSelect | None:
+        """`select` for a driver that waits without a task: its results when
+        something is ready now; else a `ParkedSelect` to wait on. None for
+        what goes the long way (`select`): a timeout of 0 (which lets the
+        loop poll first), TLS handshakes under way.
+
+        Raises:
+            TypeError: an object is not selectable (as `select`).
+        """
+        if self.handshakes or not (timeout < 0 or 0 < timeout < math.inf):
+            return None
+        recv: list[Any] = list(objects[:nrecv])
+        send: list[Any] = list(objects[nrecv:])
+        selection = Selection(recv, send)
+        readable, writable = selection.check()
+        if readable or writable:
+            return self._ready(readable, writable, _positions(recv), _positions(send))
+        deadline = None if timeout < 0 else asyncio.get_running_loop().time() + timeout
+        return ParkedSelect(recv, send, selection, deadline)
 
     @staticmethod
     def _ready(

@@ -24,7 +24,7 @@ import lupa.lua54 as lupa
 from .._errors import BusyError
 from .._protocol import StreamProtocol, flush_deferred
 from .._tcp import Client
-from ._bridge import Bridge, ScriptExit, Values
+from ._bridge import Bridge, ParkedSelect, ScriptExit, Values
 from ._budget import LIMIT_MESSAGE, Budget
 from ._budget import available as budget_available
 
@@ -355,11 +355,12 @@ class _Root:
 
     Each step runs the coroutine until it waits. A receive that has to wait
     (a blocking `"*l"` or count receive on a plain client) parks the root as
-    the protocol's read waiter: the read callback puts it on its run's ready
-    list, and one loop callback then resumes every root made ready since, so
-    a ping-pong line costs no future, no task step and no coroutine frames.
-    Any other request (accept, select, sleep, connect, dns, ...) runs as a
-    helper task, whose end resumes the root.
+    the protocol's read waiter, and a `select` (with no timeout or a
+    positive one) as the waiter of its objects: their callbacks put it on
+    its run's ready list, and one loop callback then resumes every root made
+    ready since, so a ping-pong line costs no future, no task step and no
+    coroutine frames. Any other request (accept, sleep, connect, dns, ...)
+    runs as a helper task, whose end resumes the root.
 
     `finished` is the root's end (its results, its exception, or cancelled);
     it stands where an asyncio task's own result would.
@@ -371,6 +372,7 @@ class _Root:
         "_queued",
         "_reading",
         "_run",
+        "_selecting",
         "_stepping",
         "finished",
         "helper",
@@ -388,19 +390,23 @@ class _Root:
         self.finished: asyncio.Future[Values] = run.loop.create_future()
         self.helper: asyncio.Task[Values] | None = None
         self._reading: tuple[Client, StreamProtocol, int, int] | None = None
+        self._selecting: ParkedSelect | None = None
         self._queued = False
         self._stepping = False
         self._must_cancel = False
 
-    # -- the protocol's read waiter (`_protocol.Waiter`) ---------------------
+    # -- the waiter of a parked receive or select (`_protocol.Waiter`) -------
 
     def done(self) -> bool:
-        return self._queued or self._reading is None
+        return self._queued or (self._reading is None and self._selecting is None)
 
     def set_result(self, _: bool) -> None:
         if not self._queued:
             self._queued = True
             self._run.ready(self)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._run.loop
 
     # -- driving -------------------------------------------------------------
 
@@ -409,6 +415,9 @@ class _Root:
         the parked receive waits for."""
         self._queued = False
         if self.finished.done():
+            return
+        if self._selecting is not None:
+            self._select_again(self._selecting)
             return
         reading = self._reading
         if reading is None:
@@ -430,6 +439,33 @@ class _Root:
         self._reading = None
         self._steps(values)
 
+    def _select_again(self, parked: ParkedSelect) -> None:
+        loop = self._run.loop
+        parked.selection.unwatch(parked.watch)
+        try:
+            values = parked.look()
+        except Exception as exc:
+            self._selecting = None
+            self._end(None, exc)
+            return
+        if values is None:
+            deadline = parked.deadline
+            if deadline is None or loop.time() < deadline:
+                parked.watch = parked.selection.watch(loop, self)  # woken, nothing ready: again
+                return
+            values = (None, b"timeout")
+        if parked.timer is not None:
+            parked.timer.cancel()
+        self._selecting = None
+        self._steps(values)
+
+    def _park_select(self, parked: ParkedSelect) -> None:
+        loop = self._run.loop
+        self._selecting = parked
+        parked.watch = parked.selection.watch(loop, self)
+        if parked.deadline is not None:
+            parked.timer = loop.call_at(parked.deadline, self.set_result, False)
+
     def _steps(self, values: Values) -> None:
         """Run the coroutine until it waits or ends."""
         run = self._run
@@ -448,6 +484,7 @@ class _Root:
         step = run.step
         budget = run.budget
         receive = run.bridge_receive
+        select = run.bridge_select
         co = self.thread
         while True:
             if budget is None:
@@ -490,6 +527,18 @@ class _Root:
                         return
                     values = looked
                     continue
+                if request is select:
+                    try:
+                        selected = run.bridge.select_look(*result[2:])
+                    except (TypeError, ValueError, OverflowError) as exc:
+                        values = (run.raise_tag, str(exc).encode())
+                        continue
+                    if type(selected) is ParkedSelect:
+                        self._park_select(selected)
+                        return
+                    if selected is not None:
+                        values = selected
+                        continue
                 try:
                     helper = run.loop.create_task(request(*result[2:]))
                 except (TypeError, ValueError, OverflowError) as exc:
@@ -546,6 +595,11 @@ class _Root:
         reading, self._reading = self._reading, None
         if reading is not None:
             reading[0]._unpark_reader(reading[1], self)
+        parked, self._selecting = self._selecting, None
+        if parked is not None:
+            parked.selection.unwatch(parked.watch)
+            if parked.timer is not None:
+                parked.timer.cancel()
         helper, self.helper = self.helper, None
         if helper is not None:
             helper.cancel()
@@ -594,8 +648,12 @@ class _Run:
             sandbox=script._sandbox,
             hook_thread=budget.hook_thread if budget is not None and budget.watched else None,
         )
-        self.bridge_receive = self._bridge.receive
+        self.bridge = self._bridge
         self._runtime, setup = script._runtime(self._bridge)
+        # The very objects Lua holds (a bound method is made anew at each
+        # attribute access): requests are recognised by identity.
+        self.bridge_receive = self._bridge.functions[b"receive"]
+        self.bridge_select = self._bridge.functions[b"select"]
         (
             self.step,
             self._new_root,
