@@ -510,3 +510,99 @@ async def test_closing_a_connection_ends_it_for_the_peer_at_once() -> None:
         """
     )
     assert result.values == (None, b"closed", b"tail")
+
+
+@pytest.mark.asyncio
+async def test_tasks_cancelled_while_parked_in_receive_and_select_leave_their_sockets_usable() -> None:
+    """A task waiting in a receive or a select waits without an asyncio task
+    of its own; cancelling it must undo that wait: the socket takes another
+    receiver, and a select no longer wakes the cancelled task."""
+    code = """
+    local socket, aio = require 'socket', require 'aioluasock'
+    local srv = socket.bind('127.0.0.1', 0)
+    local ip, port = srv:getsockname()
+    local c1, c2 = socket.connect(ip, port), socket.connect(ip, port)
+    local a1, a2 = srv:accept(), srv:accept()
+    local reached = {}
+    local r = aio.spawn(function() a1:receive(); reached[#reached + 1] = 'receive' end)
+    local s = aio.spawn(function() socket.select({a2}, nil); reached[#reached + 1] = 'select' end)
+    local t = aio.spawn(function() socket.select({a2}, nil, 30); reached[#reached + 1] = 'timed select' end)
+    aio.sleep(0.05)
+    local cancelled = {aio.cancel(r), aio.cancel(s), aio.cancel(t), aio.cancel(r)}
+    c1:send('one\\n')
+    c2:send('two\\n')
+    local line1 = a1:receive()
+    local ready = socket.select({a2}, nil, 5)
+    local line2 = a2:receive()
+    aio.sleep(0.05)
+    local rw = {r:wait()}
+    return line1, #ready, line2, #reached, rw[1], rw[2], table.unpack(cancelled)
+    """
+    result = await run_string(code)
+    assert result.values == (b"one", 1, b"two", 0, False, b"cancelled", True, True, True, False)
+
+
+@pytest.mark.asyncio
+async def test_a_task_cancelled_while_it_runs_ends_at_its_next_wait() -> None:
+    """As an asyncio task: a cancel made while the task runs (by itself)
+    takes effect where it next waits; one that returns first ends cancelled."""
+    code = """
+    local aio = require 'aioluasock'
+    local log = {}
+    local t1, t2
+    t1 = aio.spawn(function()
+      aio.cancel(t1)
+      log[#log + 1] = 'after cancel'
+      aio.sleep(0.01)
+      log[#log + 1] = 'after the wait'
+    end)
+    t2 = aio.spawn(function() aio.cancel(t2); return 'returned' end)
+    local a = {t1:wait()}
+    local b = {t2:wait()}
+    return a[1], a[2], b[1], b[2], table.concat(log, ',')
+    """
+    result = await run_string(code)
+    assert result.values == (False, b"cancelled", False, b"cancelled", b"after cancel")
+
+
+@pytest.mark.asyncio
+async def test_a_select_with_a_timeout_waits_for_it_or_for_the_first_change() -> None:
+    code = """
+    local socket, aio = require 'socket', require 'aioluasock'
+    local srv = socket.bind('127.0.0.1', 0)
+    local ip, port = srv:getsockname()
+    local c = socket.connect(ip, port)
+    local a = srv:accept()
+    local start = socket.gettime()
+    local r, w, err = socket.select({a}, nil, 0.2)
+    local waited = socket.gettime() - start
+    aio.spawn(function() aio.sleep(0.05); c:send('x\\n') end)
+    start = socket.gettime()
+    local r2 = socket.select({a, srv}, nil, 10)
+    local woken = socket.gettime() - start
+    return #r, #w, err, waited >= 0.19 and waited < 2, r2[1] == a, #r2, woken < 2
+    """
+    result = await run_string(code)
+    assert result.values == (0, 0, b"timeout", True, True, 1, True)
+
+
+@pytest.mark.asyncio
+async def test_selects_with_short_timeouts_all_time_out() -> None:
+    """uvloop may run a timer a little before `loop.time()` reaches its
+    deadline: a select whose timer fired has timed out, whatever the clock
+    says (it waited forever when it looked at the clock)."""
+    code = """
+    local socket = require 'socket'
+    local srv = socket.bind('127.0.0.1', 0)
+    local ip, port = srv:getsockname()
+    local c = socket.connect(ip, port)
+    local a = srv:accept()
+    local timeouts = 0
+    for i = 1, 60 do
+      local r, w, err = socket.select({a, srv}, nil, 0.0005 + (i % 13) * 0.0007)
+      if err == 'timeout' and #r == 0 then timeouts = timeouts + 1 end
+    end
+    return timeouts
+    """
+    result = await asyncio.wait_for(run_string(code), 20)
+    assert result.values == (60,)

@@ -71,7 +71,7 @@ class ParkedSelect:
     driver watches `selection` with its own waiter, and looks again when
     woken, until `deadline` (a loop time; None: no limit)."""
 
-    __slots__ = ("deadline", "recv", "selection", "send", "timer", "watch")
+    __slots__ = ("deadline", "expired", "recv", "selection", "send", "timer", "watch")
 
     def __init__(
         self, recv: list[Any], send: list[Any], selection: Selection, deadline: float | None
@@ -82,6 +82,7 @@ class ParkedSelect:
         self.deadline = deadline
         self.watch: Any = None  # the selection's watch while parked
         self.timer: asyncio.TimerHandle | None = None
+        self.expired = False  # the timer fired
 
     def look(self) -> Values | None:
         """`select`'s results if something is ready; else None."""

@@ -449,8 +449,7 @@ class _Root:
             self._end(None, exc)
             return
         if values is None:
-            deadline = parked.deadline
-            if deadline is None or loop.time() < deadline:
+            if not parked.expired:
                 parked.watch = parked.selection.watch(loop, self)  # woken, nothing ready: again
                 return
             values = (None, b"timeout")
@@ -464,7 +463,13 @@ class _Root:
         self._selecting = parked
         parked.watch = parked.selection.watch(loop, self)
         if parked.deadline is not None:
-            parked.timer = loop.call_at(parked.deadline, self.set_result, False)
+            # (Whether the timer fired is what counts: uvloop may run it a
+            # little before `loop.time()` reaches the deadline.)
+            parked.timer = loop.call_at(parked.deadline, self._expire, parked)
+
+    def _expire(self, parked: ParkedSelect) -> None:
+        parked.expired = True
+        self.set_result(False)
 
     def _steps(self, values: Values) -> None:
         """Run the coroutine until it waits or ends."""
