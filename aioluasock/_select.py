@@ -15,7 +15,7 @@ import functools
 import select as _os_select
 import threading
 from collections.abc import Callable, Iterable
-from typing import Final, Generic, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, Final, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from ._errors import TIMEOUT
 from ._lifecycle import TcpSocket
@@ -25,7 +25,7 @@ from ._timeout import parse_timeout
 from ._udp import _Udp
 from ._waits import let_io_in, wait_until
 
-__all__ = ["Selectable", "Selection", "select"]
+__all__ = ["KeptList", "KeptSelection", "Selectable", "Selection", "select"]
 
 
 @runtime_checkable
@@ -513,6 +513,182 @@ class Selection:
         marks = self.marks
         if marks is not None and watch.waiter in marks.waiters:
             marks.waiters.remove(watch.waiter)
+
+
+# -- lists kept up to date by their owner ---------------------------------------
+#
+# The Lua bridge passes a Lua table's contents across on every call; a
+# dispatcher such as Copas changes its table on nearly every call (a socket
+# that became ready is removed, and added back when it waits again), so a
+# list recognised by identity and content (`_Cache`) is new each time. A
+# `KeptList` mirrors one such table instead: its owner sends only what
+# changed (position by position), and the list keeps, as a cached group
+# does, the connections by protocol (checked through the marks) apart from
+# the other objects (scanned).
+
+
+class KeptList:
+    """A `select` list its owner keeps up to date with `update`.
+
+    A list that holds one connection twice is checked by a scan of the
+    whole list (`whole`), as without it.
+    """
+
+    __slots__ = ("at", "by_index", "marks", "objects", "other", "whole")
+
+    def __init__(self) -> None:
+        self.objects: list[Any] = []  # by position (0-based)
+        self.at: dict[StreamProtocol, int] = {}  # connections with a transport
+        self.by_index: dict[int, StreamProtocol] = {}
+        self.other: dict[int, Any] = {}  # the rest, by position: scanned
+        self.marks = _cache().marks
+        self.whole = False
+
+    def update(self, size: int, changes: tuple[Any, ...]) -> None:
+        """Cut the list to `size`, then set the objects at the 1-based
+        positions of `changes` (pairs of position and object; past the end
+        only in order). Applying the same changes twice changes nothing.
+
+        Every changed position is let go of before any is filled, so that an
+        object moved (Copas moves the last entry into a hole) is never seen
+        twice on the way.
+        """
+        objects = self.objects
+        while len(objects) > size:
+            self._forget(len(objects) - 1)
+            objects.pop()
+        pairs = [(changes[k] - 1, changes[k + 1]) for k in range(0, len(changes), 2)]
+        count = len(objects)
+        for index, obj in pairs:
+            if index < count and objects[index] is not obj:
+                self._forget(index)
+        for index, obj in pairs:
+            if index < len(objects):
+                if objects[index] is obj:
+                    continue
+                objects[index] = obj
+            else:
+                objects.append(obj)
+            self._learn(index, obj)
+
+    def _learn(self, index: int, obj: Any) -> bool:
+        """Place a new object; False when the list has to be scanned whole."""
+        if self.whole:
+            return False
+        proto = obj._proto if isinstance(obj, Client) and not obj._closed else None
+        if proto is None or proto.transport is None:
+            self.other[index] = obj
+            return True
+        if proto in self.at:
+            self._give_up()
+            return False
+        self.at[proto] = index
+        self.by_index[index] = proto
+        marks = self.marks
+        proto.marks = marks
+        marks.recv.add(proto)  # checked once by the next call
+        marks.send.add(proto)
+        return True
+
+    def _forget(self, index: int) -> None:
+        proto = self.by_index.pop(index, None)
+        if proto is not None:
+            del self.at[proto]
+        else:
+            self.other.pop(index, None)
+
+    def _give_up(self) -> None:
+        self.whole = True
+        self.at.clear()
+        self.by_index.clear()
+        self.other.clear()
+
+    def check(self, write: bool) -> list[int]:
+        """The 0-based positions of the ready objects, in order."""
+        objects = self.objects
+        if self.whole:
+            # An object given twice counts at its last position.
+            last = {id(obj): index for index, obj in enumerate(objects)}
+            distinct = _unique(objects)
+            scan = _Scan([], distinct) if write else _Scan(distinct, [])
+            return sorted(last[id(obj)] for obj in (scan.writable if write else scan.readable))
+        positions: list[int] = []
+        at = self.at
+        marks = self.marks
+        marked = marks.send if write else marks.recv
+        if marked and at:
+            found = at.keys() & marked
+            for proto in found:
+                index = at[proto]
+                obj = objects[index]
+                if write:
+                    ready = not proto.writing_paused or obj._write_end(proto) is not None
+                else:
+                    ready = bool(obj._buffer) or proto.eof or proto.error is not None or proto.discard
+                if ready and not obj._closed:
+                    positions.append(index)
+                else:
+                    marked.discard(proto)
+            forgotten = len(found) - len(positions)
+            if forgotten > 64 and len(marked) < forgotten:
+                if write:
+                    marks.send = set(marked)
+                else:
+                    marks.recv = set(marked)
+        other = self.other
+        if other:
+            # A client whose transport came up since goes with the marks.
+            for index, obj in list(other.items()):
+                if isinstance(obj, Client) and not obj._closed:
+                    up = obj._proto
+                    if up is not None and up.transport is not None:
+                        del other[index]
+                        if not self._learn(index, obj):
+                            return self.check(write)  # a connection twice: scan it all
+            if other:
+                listed = list(other.values())
+                scan = _Scan([], listed) if write else _Scan(listed, [])
+                index_of = {id(obj): index for index, obj in other.items()}
+                positions += [index_of[id(obj)] for obj in (scan.writable if write else scan.readable)]
+        if len(positions) > 1:
+            positions.sort()
+        return positions
+
+    def scanned(self) -> list[Any]:
+        """The objects watched one by one while a select waits."""
+        return list(self.objects) if self.whole else list(self.other.values())
+
+
+class KeptSelection:
+    """A `select` over two kept lists (either may be None): as `Selection`,
+    with positions."""
+
+    __slots__ = ("marks", "recv", "send")
+
+    def __init__(self, recv: KeptList | None, send: KeptList | None) -> None:
+        self.recv = recv
+        self.send = send
+        self.marks = _cache().marks
+
+    def check(self) -> tuple[list[int], list[int]]:
+        """The 0-based positions of the ready objects in each list."""
+        readable = [] if self.recv is None else self.recv.check(False)
+        writable = [] if self.send is None else self.send.check(True)
+        return readable, writable
+
+    def watch(self, loop: asyncio.AbstractEventLoop, waiter: Waiter) -> _Watch:
+        self.marks.waiters.append(waiter)
+        watch = _Watch(loop, waiter)
+        watch.add(
+            [] if self.recv is None else self.recv.scanned(), [] if self.send is None else self.send.scanned()
+        )
+        return watch
+
+    def unwatch(self, watch: _Watch) -> None:
+        watch.remove()
+        waiters = self.marks.waiters
+        if watch.waiter in waiters:
+            waiters.remove(watch.waiter)
 
 
 async def _until_ready(selection: Selection, limit: float | None) -> SelectResult:

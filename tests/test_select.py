@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import cast
 
 import pytest
+from conftest import connected_pair
 
 import aioluasock as socket
 from aioluasock import _select
@@ -1215,3 +1216,33 @@ async def test_list_of_mostly_other_objects_is_not_cached() -> None:
         for master in masters:
             if master is not None:
                 master.close()
+
+
+@pytest.mark.asyncio
+async def test_a_kept_list_follows_moves_without_rescanning() -> None:
+    """A kept list (the Lua bridge's mirror of a table given to select
+    again and again) applies what changed; a dispatcher's removal, which
+    moves the last entry into the hole, must not look like an entry listed
+    twice (that sends the list back to a scan of every entry per call)."""
+    from aioluasock._select import KeptList
+
+    async with contextlib.AsyncExitStack() as stack:
+        pairs = [await stack.enter_async_context(connected_pair()) for _ in range(4)]
+        await asyncio.sleep(0.05)  # every transport is up
+        a, b, c, d = (peer for _, peer in pairs)
+        kept = KeptList()
+        kept.update(4, (1, a, 2, b, 3, c, 4, d))
+        assert kept.check(False) == [] and not kept.whole
+        kept.update(3, (2, d))  # b removed: d moved into its place
+        assert not kept.whole and kept.objects == [a, d, c]
+        kept.update(3, (1, c, 3, a))  # a and c swapped
+        assert not kept.whole and kept.objects == [c, d, a]
+        kept.update(3, (1, c, 3, a))  # the same changes again: nothing changes
+        assert kept.objects == [c, d, a]
+        await pairs[3][0].send(b"for d\n")
+        await pairs[0][0].send(b"for a\n")
+        await asyncio.sleep(0.05)
+        assert kept.check(False) == [1, 2]  # 0-based: d, then a
+        assert kept.check(True) == [0, 1, 2]
+        kept.update(4, (4, d))  # d listed twice: every entry is scanned
+        assert kept.whole and kept.check(False) == [2, 3]  # a, and d at its last position

@@ -23,14 +23,14 @@ import ssl
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Final, Protocol, final
+from typing import Any, Final, Protocol, cast, final
 
 from .._addresses import resolve
 from .._buffer import ALL, NUMBER
 from .._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
 from .._lifecycle import TcpSocket
 from .._options import OPTIONS, UDP_OPTIONS, UNIX_DGRAM_OPTIONS, UNIX_STREAM_OPTIONS, lookup, set_option
-from .._select import Selection
+from .._select import KeptList, KeptSelection, Selection
 from .._select import select as engine_select
 from .._tcp import Client, Master, Server
 from .._timeout import CallDeadline
@@ -67,16 +67,21 @@ class ScriptExit(Exception):
 
 @final
 class ParkedSelect:
-    """A `select` that waits without a task (`Bridge.select_look`): the
-    driver watches `selection` with its own waiter, and looks again when
-    woken, until `deadline` (a loop time; None: no limit)."""
+    """A `select` that waits without a task (`Bridge.select_look`,
+    `Bridge.kept_look`): the driver watches `selection` with its own waiter,
+    and looks again when woken, until `deadline` (a loop time; None: no
+    limit)."""
 
     __slots__ = ("deadline", "expired", "recv", "selection", "send", "timer", "watch")
 
     def __init__(
-        self, recv: list[Any], send: list[Any], selection: Selection, deadline: float | None
+        self,
+        recv: list[Any] | None,
+        send: list[Any] | None,
+        selection: Selection | KeptSelection,
+        deadline: float | None,
     ) -> None:
-        self.recv = recv
+        self.recv = recv  # the objects, for a Selection
         self.send = send
         self.selection = selection
         self.deadline = deadline
@@ -86,10 +91,34 @@ class ParkedSelect:
 
     def look(self) -> Values | None:
         """`select`'s results if something is ready; else None."""
-        readable, writable = self.selection.check()
+        selection = self.selection
+        if type(selection) is KeptSelection:
+            at_r, at_w = selection.check()
+            return _kept_ready(selection, at_r, at_w) if at_r or at_w else None
+        assert self.recv is not None and self.send is not None
+        readable, writable = selection.check()
         if readable or writable:
             return Bridge._ready(readable, writable, _positions(self.recv), _positions(self.send))
         return None
+
+
+def _apply_changes(recv: KeptList | None, send: KeptList | None, sizes_and_changes: Values) -> None:
+    nrecv, nsend, nchanged = sizes_and_changes[:3]
+    changes = sizes_and_changes[3:]
+    if recv is not None:
+        recv.update(cast(int, nrecv), changes[: 2 * cast(int, nchanged)])
+    if send is not None and send is not recv:
+        send.update(cast(int, nsend), changes[2 * cast(int, nchanged) :])
+
+
+def _kept_ready(selection: KeptSelection, at_r: list[int], at_w: list[int]) -> Values:
+    """`Bridge._ready` for kept lists, from the 0-based positions found."""
+    recv, send = selection.recv, selection.send
+    readable = [] if recv is None else [recv.objects[i] for i in at_r]
+    writable = [] if send is None else [send.objects[i] for i in at_w]
+    recv_pos = {} if recv is None else {id(recv.objects[i]): i + 1 for i in at_r}
+    send_pos = {} if send is None else {id(send.objects[i]): i + 1 for i in at_w}
+    return Bridge._ready(readable, writable, recv_pos, send_pos)
 
 
 class Task(Protocol):
@@ -286,6 +315,8 @@ class Bridge:
             "send",
             "send_now",
             "select",
+            "select_kept",
+            "kept_list",
             "sleep",
             "pause",
             "global_connect",
@@ -844,6 +875,38 @@ class Bridge:
         if err is not None:
             return None, err.encode()
         return self._ready(readable, writable, _positions(recv), _positions(send))
+
+    @staticmethod
+    def kept_list() -> KeptList:
+        return KeptList()
+
+    def kept_look(
+        self, timeout: float, recv: KeptList | None, send: KeptList | None, *sizes_and_changes: Any
+    ) -> Values | ParkedSelect | None:
+        """`select_look` over tables the script gives again and again,
+        mirrored by kept lists. `sizes_and_changes`: the size of each table,
+        the count of pairs for `recv`, then what changed in each since its
+        last call (pairs of 1-based position and object; none for `send`
+        when it is the same table). Applying them twice changes nothing
+        (the long way, `select_kept`, does it again)."""
+        _apply_changes(recv, send, sizes_and_changes)
+        if self.handshakes or not (timeout < 0 or 0 < timeout < math.inf):
+            return None
+        selection = KeptSelection(recv, send)
+        at_r, at_w = selection.check()
+        if at_r or at_w:
+            return _kept_ready(selection, at_r, at_w)
+        deadline = None if timeout < 0 else asyncio.get_running_loop().time() + timeout
+        return ParkedSelect(None, None, selection, deadline)
+
+    async def select_kept(
+        self, timeout: float, recv: KeptList | None, send: KeptList | None, *sizes_and_changes: Any
+    ) -> Values:
+        """`kept_look`'s long way: `select` over the lists' objects."""
+        _apply_changes(recv, send, sizes_and_changes)
+        objects_r = [] if recv is None else recv.objects
+        objects_s = [] if send is None else send.objects
+        return await self.select(len(objects_r), timeout, *objects_r, *objects_s)
 
     def select_look(self, nrecv: int, timeout: float, *objects: Any) -> Values | ParkedSelect | None:
         """`select` for a driver that waits without a task: its results when

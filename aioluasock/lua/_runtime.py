@@ -490,6 +490,7 @@ class _Root:
         budget = run.budget
         receive = run.bridge_receive
         select = run.bridge_select
+        select_kept = run.bridge_select_kept
         co = self.thread
         while True:
             if budget is None:
@@ -532,9 +533,12 @@ class _Root:
                         return
                     values = looked
                     continue
-                if request is select:
+                if request is select or request is select_kept:
                     try:
-                        selected = run.bridge.select_look(*result[2:])
+                        if request is select:
+                            selected = run.bridge.select_look(*result[2:])
+                        else:
+                            selected = run.bridge.kept_look(*result[2:])
                     except (TypeError, ValueError, OverflowError) as exc:
                         values = (run.raise_tag, str(exc).encode())
                         continue
@@ -659,6 +663,7 @@ class _Run:
         # attribute access): requests are recognised by identity.
         self.bridge_receive = self._bridge.functions[b"receive"]
         self.bridge_select = self._bridge.functions[b"select"]
+        self.bridge_select_kept = self._bridge.functions[b"select_kept"]
         (
             self.step,
             self._new_root,

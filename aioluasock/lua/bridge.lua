@@ -1083,6 +1083,85 @@ function socket.connect6(address, port, laddr, lport)
   return c
 end
 
+-- A table given to `select` again and again (a dispatcher's: Copas's) is
+-- mirrored in Python by a kept list (B.kept_list) and sent only what changed
+-- since its last call: one value per changed entry rather than per entry,
+-- and the engine looks only at the connections whose readiness changed.
+-- Tables of 32 entries or more get one (smaller ones cost little either way).
+local KEPT_MIN = 32
+local kept = setmetatable({}, { __mode = "k" })  -- table -> { list = kept list, n = size, [i] = entry }
+
+-- Appends to `out` (from `at`) the changes of `tab` since its last call:
+-- pairs of position and engine object. Returns the kept list, the table's
+-- size and the new end of `out`; nil when an entry is not one of the
+-- script's sockets (a foreign object: the long way).
+local function kept_changes(tab, out, at)
+  local snap = kept[tab]
+  if snap == nil then
+    snap = { list = B.kept_list(), n = 0 }
+    kept[tab] = snap
+  end
+  local i = 1
+  while true do
+    local e = tab[i]
+    if e == nil then break end
+    if snap[i] ~= e then
+      local o = impl[e]
+      if o == nil then
+        -- Out of step with Python from here: the next call sends it all.
+        for j = 1, snap.n do snap[j] = nil end
+        snap.n = 0
+        return nil
+      end
+      snap[i] = e
+      out[at + 1] = i
+      out[at + 2] = o
+      at = at + 2
+    end
+    i = i + 1
+  end
+  local n = i - 1
+  for j = n + 1, snap.n do snap[j] = nil end
+  snap.n = n
+  return snap.list, n, at
+end
+
+-- select over kept lists; nil when a table holds a foreign object.
+local function select_kept(recvt, sendt, t)
+  local out, at, nr, ns = {}, 0, 0, 0
+  local lr, ls
+  if recvt ~= nil then
+    lr, nr, at = kept_changes(recvt, out, at)
+    if lr == nil then return nil end
+  end
+  local nchanged = at // 2
+  if sendt ~= nil then
+    if sendt == recvt then
+      ls, ns = lr, nr
+    else
+      ls, ns, at = kept_changes(sendt, out, at)
+      if ls == nil then return nil end
+    end
+  end
+  local r = pack(request(B.select_kept, t + 0.0, lr, ls, nr, ns, nchanged, unpack(out, 1, at)))
+  if r[1] == nil then return {}, {}, r[2] end
+  local nready = r[1]
+  local rt, wt = {}, {}
+  for x = 2, r.n do
+    local e
+    if x - 1 <= nready then
+      e = recvt[r[x]]
+      rt[#rt + 1] = e
+      rt[e] = #rt + 0.0
+    else
+      e = sendt[r[x]]
+      wt[#wt + 1] = e
+      wt[e] = #wt + 0.0
+    end
+  end
+  return rt, wt
+end
+
 function socket.select(...)
   local n = select("#", ...)
   local recvt, sendt, timeout = ...
@@ -1094,6 +1173,11 @@ function socket.select(...)
   end
   local t = optnumber(2, 3, timeout, n >= 3, -1)
   if t ~= t then t = 0 end -- NaN: LuaSocket's select waits no time
+  if (recvt ~= nil and (kept[recvt] or recvt[KEPT_MIN] ~= nil))
+    or (sendt ~= nil and (kept[sendt] or sendt[KEPT_MIN] ~= nil)) then
+    local rt, wt, err = select_kept(recvt, sendt, t)
+    if rt ~= nil then return rt, wt, err end
+  end
   -- The engine's objects go to Python as one argument list, receivers
   -- first (a table indexed from Python costs a crossing per element).
   local lists, pys, np = {}, {}, 0
