@@ -1,12 +1,14 @@
 """Lua states, the driver of their coroutines, and the embedding API.
 
 Each script gets its own Lua 5.4 state (`lupa.lua54`). Its main chunk runs
-as a Lua coroutine driven by an asyncio task: when the chunk calls a socket
-function that must wait, `bridge.lua` yields a request (a Python coroutine
-function and its arguments); the driver awaits it and resumes the chunk with
-the results. `aioluasock.spawn` starts more coroutines, each driven by its
-own task, so one script can serve many clients at once while the loop and
-everything else on it keep running.
+as a root Lua coroutine (`_Root`): when the chunk calls a socket function
+that must wait, `bridge.lua` yields a request (a Python coroutine function
+and its arguments), and the coroutine is resumed with the results once the
+request is done. `aioluasock.spawn` starts more roots, so one script can
+serve many clients at once while the loop and everything else on it keep
+running. Roots are driven by the loop's callbacks, not by asyncio tasks: a
+blocking receive and a select wait on the protocols themselves, and only
+the other requests run as (helper) tasks.
 """
 
 from __future__ import annotations
