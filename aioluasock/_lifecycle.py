@@ -279,18 +279,9 @@ class TcpSocket(SocketBase):
         self._accept_busy = True
         try:
             while True:
-                sock = self._sock
-                if sock is None or self._closed:
-                    return None, CLOSED
-                try:
-                    # The C accept, without `socket.accept`'s enum conversions.
-                    fd, _ = sock._accept()  # type: ignore[attr-defined]
-                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                    pass
-                except OSError as exc:
-                    return None, os_error_text(exc)
-                else:
-                    return self._adopt(loop, sock.family, fd)
+                done = self._accept_now(loop)
+                if done is not None:
+                    return done
                 deadline = next_deadline(loop, call)
                 if deadline == EXPIRED:
                     if waited:
@@ -305,6 +296,21 @@ class TcpSocket(SocketBase):
                 waited = True
         finally:
             self._accept_busy = False
+
+    def _accept_now(self, loop: asyncio.AbstractEventLoop) -> tuple[Client, None] | tuple[None, str] | None:
+        """One accept, without waiting: the new client, the error, or None
+        when no connection is pending."""
+        sock = self._sock
+        if sock is None or self._closed:
+            return None, CLOSED
+        try:
+            # The C accept, without `socket.accept`'s enum conversions.
+            fd, _ = sock._accept()  # type: ignore[attr-defined]
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return None
+        except OSError as exc:
+            return None, os_error_text(exc)
+        return self._adopt(loop, sock.family, fd)
 
     def _adopt(
         self, loop: asyncio.AbstractEventLoop, family: int, fd: int

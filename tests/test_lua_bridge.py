@@ -606,3 +606,32 @@ async def test_selects_with_short_timeouts_all_time_out() -> None:
     """
     result = await asyncio.wait_for(run_string(code), 20)
     assert result.values == (60,)
+
+
+@pytest.mark.asyncio
+async def test_accepts_waiting_without_a_task_end_with_a_cancel_or_a_close() -> None:
+    """A task waiting in a blocking accept is parked on the server's
+    descriptor: a cancel leaves the server to another acceptor, and a close
+    of the server ends the wait with "closed"."""
+    code = """
+    local socket, aio = require 'socket', require 'aioluasock'
+    local srv = socket.bind('127.0.0.1', 0)
+    local ip, port = srv:getsockname()
+    local first = aio.spawn(function() return srv:accept() end)
+    aio.sleep(0.05)
+    local cancelled = aio.cancel(first)
+    local second = aio.spawn(function() return srv:accept() end)
+    aio.sleep(0.05)
+    local c = socket.connect(ip, port)
+    local ok, a = second:wait()
+    a:send('hi\\n')
+    local line = c:receive()
+    local third = aio.spawn(function() return srv:accept() end)
+    aio.sleep(0.05)
+    srv:close()
+    local ok3, none, err = third:wait()
+    c:close(); a:close()
+    return cancelled, ok, line, ok3, none, err
+    """
+    result = await run_string(code)
+    assert result.values == (True, True, b"hi", True, None, b"closed")

@@ -732,6 +732,26 @@ class Bridge:
             return None, err.encode()
         return (master,)
 
+    @staticmethod
+    def accept_parkable(obj: object) -> bool:
+        """Whether the driver may wait for this accept without a task
+        (`accept_look`, then watching the descriptor): a blocking accept
+        (no timeout) on an open server nobody else accepts on."""
+        if type(obj) is not Server or obj._accept_busy or obj._closed or obj._sock is None:
+            return False
+        timeout = obj._timeout
+        return timeout.block is None and timeout.total is None
+
+    def accept_look(self, obj: Server) -> Values | None:
+        """What `accept` would return now; None when no connection is pending."""
+        done = obj._accept_now(asyncio.get_running_loop())
+        if done is None:
+            return None
+        client, err = done
+        if client is None:
+            return None, _err(err)
+        return (self._register(client),)
+
     async def accept(self, obj: Server) -> Values:
         client, err = await obj._accept()
         if client is None:

@@ -25,7 +25,7 @@ import lupa.lua54 as lupa
 
 from .._errors import BusyError
 from .._protocol import StreamProtocol, flush_deferred
-from .._tcp import Client
+from .._tcp import Client, Server
 from ._bridge import Bridge, ParkedSelect, ScriptExit, Values
 from ._budget import LIMIT_MESSAGE, Budget
 from ._budget import available as budget_available
@@ -369,6 +369,7 @@ class _Root:
     """
 
     __slots__ = (
+        "_accepting",
         "_args",
         "_must_cancel",
         "_queued",
@@ -393,6 +394,7 @@ class _Root:
         self.helper: asyncio.Task[Values] | None = None
         self._reading: tuple[Client, StreamProtocol, int, int] | None = None
         self._selecting: ParkedSelect | None = None
+        self._accepting: Server | None = None
         self._queued = False
         self._stepping = False
         self._must_cancel = False
@@ -400,7 +402,7 @@ class _Root:
     # -- the waiter of a parked receive or select (`_protocol.Waiter`) -------
 
     def done(self) -> bool:
-        return self._queued or (self._reading is None and self._selecting is None)
+        return self._queued or (self._reading is None and self._selecting is None and self._accepting is None)
 
     def set_result(self, _: bool) -> None:
         if not self._queued:
@@ -420,6 +422,9 @@ class _Root:
             return
         if self._selecting is not None:
             self._select_again(self._selecting)
+            return
+        if self._accepting is not None:
+            self._accept_again(self._accepting)
             return
         reading = self._reading
         if reading is None:
@@ -460,6 +465,32 @@ class _Root:
         self._selecting = None
         self._steps(values)
 
+    def _accept_again(self, server: Server) -> None:
+        self._unpark_accept(server)
+        try:
+            values = self._run.bridge.accept_look(server)
+        except Exception as exc:
+            self._accepting = None
+            self._end(None, exc)
+            return
+        if values is None:
+            self._park_accept(server)  # woken, nothing pending: again
+            return
+        self._accepting = None
+        self._steps(values)
+
+    def _park_accept(self, server: Server) -> None:
+        # (No lingering reader callback, as the engine's accept loop keeps:
+        # the same waiter, watched again, would be removed with it.)
+        self._accepting = server
+        server._accept_busy = True
+        server._watch_fd(self._run.loop, self, False)
+
+    def _unpark_accept(self, server: Server) -> None:
+        server._accept_busy = False
+        if server._sock is not None:
+            server._unwatch_fd(self._run.loop, self, False)
+
     def _park_select(self, parked: ParkedSelect) -> None:
         loop = self._run.loop
         self._selecting = parked
@@ -493,6 +524,7 @@ class _Root:
         receive = run.bridge_receive
         select = run.bridge_select
         select_kept = run.bridge_select_kept
+        accept = run.bridge_accept
         co = self.thread
         while True:
             if budget is None:
@@ -534,6 +566,14 @@ class _Root:
                         self._reading = (obj, obj._park_reader(self), pattern, count)
                         return
                     values = looked
+                    continue
+                if request is accept and Bridge.accept_parkable(result[2]):
+                    server = result[2]
+                    accepted = run.bridge.accept_look(server)
+                    if accepted is None:
+                        self._park_accept(server)
+                        return
+                    values = accepted
                     continue
                 if request is select or request is select_kept:
                     try:
@@ -606,6 +646,9 @@ class _Root:
         reading, self._reading = self._reading, None
         if reading is not None:
             reading[0]._unpark_reader(reading[1], self)
+        server, self._accepting = self._accepting, None
+        if server is not None:
+            self._unpark_accept(server)
         parked, self._selecting = self._selecting, None
         if parked is not None:
             parked.selection.unwatch(parked.watch)
@@ -666,6 +709,7 @@ class _Run:
         self.bridge_receive = self._bridge.functions[b"receive"]
         self.bridge_select = self._bridge.functions[b"select"]
         self.bridge_select_kept = self._bridge.functions[b"select_kept"]
+        self.bridge_accept = self._bridge.functions[b"accept"]
         (
             self.step,
             self._new_root,
