@@ -354,41 +354,47 @@ class _Members:
     def check(self, marks: SelectMarks, *, write: bool) -> list[int]:
         """Positions of the marked connections that are ready; the others are
         no longer marked."""
-        marked = marks.send if write else marks.recv
-        at = self.at
-        if not marked or not at:
-            return []
-        # C's set intersection walks the smaller side: the changes, usually.
-        found = at.keys() & marked
-        positions: list[int] = []
-        objects = self.objects
-        for proto in found:
-            index = at[proto]
-            obj = cast(Client, objects[index])
-            # (A closed client is no longer marked: `_close` forgets it.)
-            if write:
-                ready = not proto.writing_paused or obj._write_end(proto) is not None
-            else:
-                ready = bool(obj._buffer) or proto.eof or proto.error is not None or proto.discard
-            if ready and not obj._closed:
-                positions.append(index)
-            else:
-                marked.discard(proto)
-        forgotten = len(found) - len(positions)
-        if forgotten > 64 and len(marked) < forgotten:
-            # A set keeps the table of its largest size, and walking it costs
-            # that size: once most marks are gone, move the rest to a small one.
-            if write:
-                marks.send = set(marked)
-            else:
-                marks.recv = set(marked)
-        return positions
+        return _marked_ready(self.at, self.objects, marks, write)
 
     def objects_at(self, positions: list[int]) -> list[Selectable]:
         if len(positions) > 1:
             positions.sort()
         objects = self.objects
         return [objects[index] for index in positions]
+
+
+def _marked_ready(
+    at: dict[StreamProtocol, int], objects: list[Any], marks: SelectMarks, write: bool
+) -> list[int]:
+    """Positions (in `objects`, by `at`) of the marked connections that are
+    ready, unsorted; the others are no longer marked."""
+    marked = marks.send if write else marks.recv
+    if not marked or not at:
+        return []
+    # C's set intersection walks the smaller side: the changes, usually.
+    found = at.keys() & marked
+    positions: list[int] = []
+    for proto in found:
+        index = at[proto]
+        obj = cast(Client, objects[index])
+        # (A closed client is no longer marked: `_close` forgets it.)
+        if write:
+            ready = not proto.writing_paused or obj._write_end(proto) is not None
+        else:
+            ready = bool(obj._buffer) or proto.eof or proto.error is not None or proto.discard
+        if ready and not obj._closed:
+            positions.append(index)
+        else:
+            marked.discard(proto)
+    forgotten = len(found) - len(positions)
+    if forgotten > 64 and len(marked) < forgotten:
+        # A set keeps the table of its largest size, and walking it costs
+        # that size: once most marks are gone, move the rest to a small one.
+        if write:
+            marks.send = set(marked)
+        else:
+            marks.recv = set(marked)
+    return positions
 
 
 class _Cache:
@@ -612,29 +618,7 @@ class KeptList:
             distinct = _unique(objects)
             scan = _Scan([], distinct) if write else _Scan(distinct, [])
             return sorted(last[id(obj)] for obj in (scan.writable if write else scan.readable))
-        positions: list[int] = []
-        at = self.at
-        marks = self.marks
-        marked = marks.send if write else marks.recv
-        if marked and at:
-            found = at.keys() & marked
-            for proto in found:
-                index = at[proto]
-                obj = objects[index]
-                if write:
-                    ready = not proto.writing_paused or obj._write_end(proto) is not None
-                else:
-                    ready = bool(obj._buffer) or proto.eof or proto.error is not None or proto.discard
-                if ready and not obj._closed:
-                    positions.append(index)
-                else:
-                    marked.discard(proto)
-            forgotten = len(found) - len(positions)
-            if forgotten > 64 and len(marked) < forgotten:
-                if write:
-                    marks.send = set(marked)
-                else:
-                    marks.recv = set(marked)
+        positions = _marked_ready(self.at, objects, self.marks, write)
         other = self.other
         if other:
             # A client whose transport came up since goes with the marks.

@@ -1083,6 +1083,27 @@ function socket.connect6(address, port, laddr, lport)
   return c
 end
 
+-- select's results as LuaSocket gives them, from B.select's answer `r`
+-- (the count of readable entries, then positions in `recv` and `send`):
+-- the sockets in order, each also a key to its index.
+local function ready_tables(r, recv, send)
+  local nready = r[1]
+  local rt, wt = {}, {}
+  for x = 2, r.n do
+    local e
+    if x - 1 <= nready then
+      e = recv[r[x]]
+      rt[#rt + 1] = e
+      rt[e] = #rt + 0.0
+    else
+      e = send[r[x]]
+      wt[#wt + 1] = e
+      wt[e] = #wt + 0.0
+    end
+  end
+  return rt, wt
+end
+
 -- A table given to `select` again and again (a dispatcher's: Copas's) is
 -- mirrored in Python by a kept list (B.kept_list) and sent only what changed
 -- since its last call: one value per changed entry rather than per entry,
@@ -1145,21 +1166,7 @@ local function select_kept(recvt, sendt, t)
   end
   local r = pack(request(B.select_kept, t + 0.0, lr, ls, nr, ns, nchanged, unpack(out, 1, at)))
   if r[1] == nil then return {}, {}, r[2] end
-  local nready = r[1]
-  local rt, wt = {}, {}
-  for x = 2, r.n do
-    local e
-    if x - 1 <= nready then
-      e = recvt[r[x]]
-      rt[#rt + 1] = e
-      rt[e] = #rt + 0.0
-    else
-      e = sendt[r[x]]
-      wt[#wt + 1] = e
-      wt[e] = #wt + 0.0
-    end
-  end
-  return rt, wt
+  return ready_tables(r, recvt, sendt)
 end
 
 function socket.select(...)
@@ -1214,21 +1221,7 @@ function socket.select(...)
   end
   local r = pack(request(B.select, #lists[1], t + 0.0, unpack(pys, 1, np)))
   if r[1] == nil then return {}, {}, r[2] end
-  local nr = r[1]
-  local rt, wt = {}, {}
-  for x = 2, r.n do
-    local idx = r[x]
-    if x - 1 <= nr then
-      local e = lists[1][idx]
-      rt[#rt + 1] = e
-      rt[e] = #rt + 0.0
-    else
-      local e = lists[2][idx]
-      wt[#wt + 1] = e
-      wt[e] = #wt + 0.0
-    end
-  end
-  return rt, wt
+  return ready_tables(r, lists[1], lists[2])
 end
 
 -- except.c: try / newtry / protect
