@@ -1245,4 +1245,5 @@ async def test_a_kept_list_follows_moves_without_rescanning() -> None:
         assert kept.check(False) == [1, 2]  # 0-based: d, then a
         assert kept.check(True) == [0, 1, 2]
         kept.update(4, (4, d))  # d listed twice: every entry is scanned
-        assert kept.whole and kept.check(False) == [2, 3]  # a, and d at its last position
+        assert kept.scanned() == [c, d, a, d]  # every entry is watched one by one
+        assert kept.check(False) == [2, 3]  # a, and d at its last position
