@@ -441,7 +441,8 @@ class _Root:
             self._end(None, exc)
             return
         if values is None:
-            obj._park_reader(self)  # woken by something else (a select's notify)
+            # Woken by something else (a select's notify): wait again.
+            self._reading = (obj, obj._park_reader(self), kind, count)
             return
         self._reading = None
         self._steps(values)
