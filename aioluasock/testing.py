@@ -945,6 +945,18 @@ class Loopback:
 _RESET: Final = struct.pack("ii", 1, 0)
 
 
+async def _pause(seconds: float) -> None:
+    """Wait at least `seconds` by the monotonic clock.
+
+    A loop may run a timer a little before its deadline (uvloop's clock counts
+    whole milliseconds), so one `asyncio.sleep` can fall short of a stall the
+    caller measures.
+    """
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(left)
+
+
 @final
 @dataclass(frozen=True)
 class Faults:
@@ -1145,7 +1157,7 @@ class FaultyProxy:
                         ended = True
                         break
                     if next_stall is not None and forwarded >= next_stall:
-                        await asyncio.sleep(faults.stall)
+                        await _pause(faults.stall)
                         next_stall += faults.stall_every or 0
                     size = len(view) if faults.segment is None else rng.randint(1, faults.segment)
                     # A piece ends where a fault begins.
@@ -1153,7 +1165,7 @@ class FaultyProxy:
                         if limit is not None:
                             size = min(size, limit - forwarded)
                     if faults.delay:
-                        await asyncio.sleep(faults.delay)
+                        await _pause(faults.delay)
                     await loop.sock_sendall(sink, view[:size])
                     forwarded += size
                     view = view[size:]

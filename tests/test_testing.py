@@ -465,9 +465,31 @@ async def test_proxy_stalls() -> None:
         client.shutdown(std_socket.SHUT_WR)
         pieces, _ = await read_all(server)
     assert b"".join(pieces) == b"01234567"
-    assert (
-        time.monotonic() - started >= 0.1
-    )  # one stall after the first 4 bytes (slack: none needed, a floor)
+    # One stall after the first 4 bytes. A floor, with no slack: the proxy
+    # waits by the monotonic clock, not by the loop's timer alone.
+    assert time.monotonic() - started >= 0.1
+
+
+@pytest.mark.asyncio
+async def test_proxy_stalls_last_their_time_when_timers_fire_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # uvloop runs a timer up to a millisecond before its deadline; here every
+    # sleep falls 20 ms short.
+    real_sleep = asyncio.sleep
+
+    async def early_sleep(delay: float, result: Any = None) -> Any:
+        return await real_sleep(max(0.0, delay - 0.02), result)
+
+    monkeypatch.setattr(asyncio, "sleep", early_sleep)
+    loop = asyncio.get_running_loop()
+    async with raw_pair(Faults(stall_every=4, stall=0.05), Faults()) as (client, server):
+        started = time.monotonic()
+        await loop.sock_sendall(client, b"01234567")
+        client.shutdown(std_socket.SHUT_WR)
+        pieces, _ = await read_all(server)
+    assert b"".join(pieces) == b"01234567"
+    assert time.monotonic() - started >= 0.05
 
 
 def test_faults_refuse_nonsense() -> None:
