@@ -9,6 +9,7 @@ killed by name.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -37,9 +38,17 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # -- cores -----------------------------------------------------------------------
 
 
+@functools.cache
 def cores() -> tuple[set[int] | None, set[int] | None]:
     """The cores for the server and for the load generator: different ones when
-    the machine has at least two, else `None` (no pinning)."""
+    the machine has at least two, else `None` (no pinning).
+
+    Read once per process: the runner then pins itself to the load
+    generator's core, and a second reading would find one core and pin
+    nothing, so that every server inherited the runner's core and shared it
+    with the load generator (which every `benchmarks.run` before 2026-12-07
+    did, while the server's core stood idle).
+    """
     available = sorted(os.sched_getaffinity(0))
     if len(available) < 2:
         return None, None

@@ -7,6 +7,7 @@ echo server of `benchmarks/servers/py_echo.py`; it never asserts on speed.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,3 +56,34 @@ def test_loadgen_counts_echoes_from_aioluasock(loop: str) -> None:
     assert load.data["count"] > 0
     assert load.data["mbps"] > 0
     assert load.data["p50_us"] > 0
+
+
+def test_a_server_keeps_its_own_core_after_the_runner_pins_itself() -> None:
+    # `benchmarks.run` reads the cores, then pins itself to the load
+    # generator's: the servers it starts afterwards must still go to the
+    # server's core, not inherit the runner's.
+    code = """
+import os, subprocess, sys
+from benchmarks import harness
+server, load = harness.cores()
+if server is None or load is None:
+    print("one core")
+    sys.exit()
+os.sched_setaffinity(0, load)
+again = harness.cores()
+child = subprocess.run(
+    [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+    preexec_fn=harness._pinned(again[0]), capture_output=True, text=True, check=True,
+)
+print(again == (server, load), child.stdout.strip() == str(sorted(server)))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=harness.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() in (["one", "core"], ["True", "True"]), result.stdout
