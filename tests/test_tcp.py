@@ -15,7 +15,7 @@ import math
 import os
 import socket as std_socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import pytest
@@ -25,7 +25,14 @@ import aioluasock as socket
 import aioluasock._socket
 from aioluasock import BusyError, Client, Master, Server
 from aioluasock._attach import Attach
-from aioluasock._protocol import DEFER_MAX, READ_HIGH_WATER, WRITE_HIGH_WATER, StreamProtocol
+from aioluasock._buffer import ReceiveBuffer
+from aioluasock._protocol import (
+    DEFER_MAX,
+    READ_BURST_HIGH_WATER,
+    READ_HIGH_WATER,
+    WRITE_HIGH_WATER,
+    StreamProtocol,
+)
 
 T = TypeVar("T")
 
@@ -2106,9 +2113,64 @@ async def test_an_echo_whose_peer_does_not_read_keeps_its_receive_buffer_bounded
             # that does not read: read them, so that it can let go.
             client.settimeout(5)
             await bounded(client.receive("*a"), 10)
-    # ... and within one read of the mark: a burst of reads after a waiting
-    # receive was woken pauses at the mark too.
-    assert buffered <= READ_HIGH_WATER + 256 * 1024
+    # ... and within one read of the burst's mark: a burst of reads after a
+    # waiting receive was woken pauses at READ_BURST_HIGH_WATER (see
+    # `test_reading_pauses_at_the_mark_and_at_the_burst_mark_after_a_wake`).
+    assert buffered <= READ_BURST_HIGH_WATER + 256 * 1024
+
+
+class _PausableTransport:
+    """Just what the protocol's flow control calls."""
+
+    def __init__(self) -> None:
+        self.paused = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.asyncio
+async def test_reading_pauses_at_the_mark_and_at_the_burst_mark_after_a_wake() -> None:
+    loop = asyncio.get_running_loop()
+    buffer = ReceiveBuffer()
+    proto = StreamProtocol(buffer, loop)
+    transport = _PausableTransport()
+    proto.transport = cast(asyncio.Transport, transport)
+    read = b"x" * (64 * 1024)
+
+    def fill_until_paused() -> int:
+        for _ in range(64):
+            proto.data_received(read)
+            if transport.paused:
+                return len(buffer)
+        raise AssertionError("reading never paused")
+
+    # Nobody waits: the mark.
+    assert READ_HIGH_WATER < fill_until_paused() <= READ_HIGH_WATER + len(read)
+    # A waiting receive woken by a read: the rest of that burst (the reads
+    # before the receive runs) goes on to the burst's mark...
+    assert buffer.take(len(buffer)) is not None
+    proto.resume_reading()
+    waiter = loop.create_future()
+    proto.read_waiter = waiter
+    proto.keep_reading = True
+    proto.data_received(read)
+    assert waiter.done() and not transport.paused
+    paused_at = fill_until_paused()
+    assert READ_HIGH_WATER + len(read) < paused_at  # past where the mark pauses
+    assert READ_BURST_HIGH_WATER < paused_at <= READ_BURST_HIGH_WATER + len(read)
+    # ... and once that receive has taken something (and does not wait
+    # again), the mark is back.
+    assert buffer.take(1) is not None
+    proto.resume_reading()
+    proto.data_received(read)
+    assert transport.paused
 
 
 def _open_fds() -> int:
