@@ -15,7 +15,7 @@ from typing import Final, TypeVar
 
 import pytest
 
-from aioluasock.lua import LuaError, LuaSyntaxError, Script, run_string
+from aioluasock.lua import LuaError, LuaSyntaxError, Script, _budget, run_string
 
 T = TypeVar("T")
 
@@ -88,6 +88,36 @@ async def test_a_busy_script_shares_the_loop() -> None:
     # which is what the bound above tells apart.
     _, gap, _ = await _ticks_while(run_string(BUSY, "0.7", slice=None))
     assert gap >= 0.65, gap
+
+
+@pytest.mark.asyncio
+async def test_the_watchdog_dozes_while_no_step_runs_and_still_slices_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A script that waits (no step runs) long enough for the watchdog to
+    # stop ticking, then computes: its first step wakes the watchdog, which
+    # still slices it.
+    monkeypatch.setattr(_budget, "DOZE_AFTER", 0.05)
+    script = """
+    local socket = require 'socket'
+    socket.sleep(0.5)
+    """ + BUSY.replace("(...)", "'0.5'")
+    loop = asyncio.get_running_loop()
+    dozed = []
+
+    async def watch() -> None:
+        for _ in range(40):
+            await asyncio.sleep(0.01)
+            dozed.append(_budget._dozing)
+
+    watcher = loop.create_task(watch())
+    result, gap, ticks = await _ticks_while(run_string(script))
+    await watcher
+    assert isinstance(result.values[0], int) and result.values[0] > 0
+    assert any(dozed), "the watchdog kept ticking while nothing ran"
+    assert not _budget._dozing  # the busy step woke it
+    assert gap < 0.4, gap  # and it sliced that step (0.5 s unsliced)
+    assert ticks >= 5, ticks
 
 
 @pytest.mark.asyncio

@@ -51,6 +51,10 @@ twice as slow whatever the count. Hence two ways to place it:
   (`hook_thread`, called by the bridge's `coroutine.create`/`wrap`).
   Sockets-and-spawn scripts thus run unhooked; Copas-style ones, whose work
   is in their own coroutines, as before.
+  When no step of any watched script has begun for `DOZE_AFTER` seconds (an
+  idle server), the watchdog stops waking and waits until a step begins
+  (`Budget.begin` wakes it): an idle process does not wake every few
+  milliseconds for nothing.
 
 `slice=None` and no CPU limit sets no hook at all.
 """
@@ -73,6 +77,12 @@ CHECK: Final = 10_000
 
 TICK_MIN: Final = 0.001
 """The watchdog looks at the steps every half slice, but not more often than this."""
+
+DOZE_AFTER: Final = 1.0
+"""Seconds without a step before the watchdog waits for one instead of ticking."""
+
+_dozing = False
+"""The watchdog waits for a step (read by `Budget.begin`, once per step)."""
 
 LIMIT_MESSAGE: Final = "CPU time limit exceeded"
 """The start of the message of the `LuaError` a script ends with past its limit."""
@@ -247,6 +257,8 @@ class Budget:
             self._cpu_start = time.thread_time()
         self._root = root
         self._active = True
+        if _dozing:
+            _watchdog().wake()
 
     def end(self) -> None:
         """The step ended; count its CPU time."""
@@ -349,19 +361,35 @@ class _Watchdog:
         with self._changed:
             self._budgets.discard(budget)
 
+    def wake(self) -> None:
+        """A step began while the watchdog dozes: back to ticking."""
+        global _dozing
+        with self._changed:
+            _dozing = False
+            self._changed.notify()
+
     def _run(self) -> None:
+        global _dozing
         changed = self._changed
         while True:
             with changed:
-                while not self._budgets:
+                while not self._budgets or _dozing:
                     changed.wait()
                 budgets = list(self._budgets)
             tick = max(min((b.slice for b in budgets if b.slice is not None), default=0.01) / 2, TICK_MIN)
             now = time.perf_counter()
             for budget in budgets:
                 budget._watch(now)
+            if all(not b._active and now - b._step_start >= DOZE_AFTER for b in budgets):
+                # Doze. The flag is set before the steps are looked at again
+                # and `begin` marks its step active before it reads the flag:
+                # a step that begins meanwhile is seen here or wakes us.
+                _dozing = True
+                if any(b._active for b in budgets):
+                    _dozing = False
             del budgets
-            time.sleep(tick)
+            if not _dozing:
+                time.sleep(tick)
 
 
 @functools.cache
