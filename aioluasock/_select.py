@@ -47,7 +47,11 @@ SelectResult = tuple[Objects, Objects, str | None]
 def _unique(objects: Iterable[S] | None) -> list[S]:
     if objects is None:
         return []
-    if isinstance(objects, (str, bytes)) or not isinstance(objects, Iterable):  # type: ignore[unreachable]
+    # (A list is checked first: `Iterable` is an ABC, whose isinstance costs
+    # about as much as the rest of a small select.)
+    if type(objects) is not list and (
+        isinstance(objects, (str, bytes)) or not isinstance(objects, Iterable)  # type: ignore[unreachable]
+    ):
         raise TypeError(f"select expects iterables of sockets, not {type(objects).__name__}")
     seen: set[int] = set()
     result: list[S] = []
@@ -504,6 +508,50 @@ class Selection:
             marks = cast(_Cache, cache).marks
             self.check = functools.partial(group.ready, marks)
             self.recv, self.send, self.marks = group.recv.other, group.send.other, marks
+
+    def check_now(self) -> tuple[Objects, Objects] | None:
+        """`check` with the kernel asked too, for a select that must answer
+        without letting the loop run (LuaSocket's `select` with a timeout of
+        0 polls the descriptors once): a connection whose bytes the loop has
+        not read yet is readable. One zero-timeout poll() for those.
+
+        Returns None where the kernel's answer is not the socket's, or where
+        asking it would undo what the list's marks save: a TLS connection
+        (bytes in the kernel are not yet data), a connection whose writing
+        is paused (room in the kernel reaches it through the loop), a cached
+        list (its check costs the changes only; a poll would cost every
+        connection). The caller then lets the loop poll instead.
+        """
+        if self.marks is not None:
+            return None
+        polled: list[tuple[int, Selectable]] = []
+        for obj in self.recv:
+            if not isinstance(obj, TcpSocket):
+                continue  # polled by `check` itself where it must be (UDP, foreign objects)
+            proto = obj._proto
+            if obj._closed or proto is None or proto.transport is None or obj._buffer:
+                continue
+            if proto.eof or proto.error is not None or proto.discard or proto.reading_paused:
+                continue
+            sock = proto.plain_socket
+            if sock is None:
+                return None
+            polled.append((sock.fileno(), obj))
+        for obj in self.send:
+            if isinstance(obj, TcpSocket):
+                proto = obj._proto
+                if proto is not None and proto.writing_paused and proto.error is None:
+                    return None
+        readable, writable = self.check()
+        if polled:
+            poller = _os_select.poll()
+            for fd, _ in polled:
+                poller.register(fd, _os_select.POLLIN)
+            ready = dict(poller.poll(0))
+            found = [obj for fd, obj in polled if ready.get(fd, 0)]  # POLLIN, POLLHUP, POLLERR
+            if found:
+                readable = _in_order(self.recv, [*readable, *found])
+        return readable, writable
 
     def watch(self, loop: asyncio.AbstractEventLoop, waiter: Waiter) -> _Watch:
         """Have any change that may make an object ready wake `waiter`."""

@@ -262,6 +262,7 @@ async def run_all(lines: int, profile: bool, only: str | None = None, repeats: i
         ("lua-bridge", lambda: bench_lua(lines, "lua_echo.lua")),
         ("lua-bridge-unsliced", lambda: bench_lua(lines, "lua_echo.lua", None)),
         ("copas-bridge", lambda: bench_lua(lines, "copas_echo.lua")),
+        ("copas-bridge-unsliced", lambda: bench_lua(lines, "copas_echo.lua", None)),
     ]
     if only is not None:
         variants = [(name, make) for name, make in variants if name == only]

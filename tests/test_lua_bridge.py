@@ -484,6 +484,80 @@ async def test_a_timeout_0_poll_hands_over_every_connections_deferred_sends() ->
     assert result.values == (b"hi", b"unread")
 
 
+_SELECT_POLLER = """
+local socket = require "socket"
+local c = assert(socket.connect("127.0.0.1", ...))
+c:settimeout(0)
+for _ = 1, 200 do
+  local r, w, e = socket.select({c}, nil, 0)
+  assert(#r == 0 and #w == 0 and e == "timeout", tostring(e))
+end
+assert(c:send("go\\n"))
+local deadline, polls, r, e = socket.gettime() + 10, 0
+repeat
+  r, _, e = socket.select({c}, nil, 0)
+  polls = polls + 1
+until #r > 0 or socket.gettime() > deadline
+local line, err = c:receive()
+c:close()
+return r[1] == c, e, line, err, polls
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_timeout_0_select_asks_the_kernel_without_a_loop_iteration() -> None:
+    """LuaSocket's select with a timeout of 0 is one poll of the descriptors:
+    it answers at once (no trip through the loop per call) and sees bytes
+    the loop has not read yet, which the receive after it then gets."""
+
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(b"answer\n")
+        conn.recv(1)  # until the script closes
+
+    loop = asyncio.get_running_loop()
+    ticks = 0
+    running = True
+
+    def tick() -> None:
+        nonlocal ticks
+        ticks += 1
+        if running:
+            loop.call_soon(tick)
+
+    with _thread_peer(answer) as port:
+        loop.call_soon(tick)
+        try:
+            result = await asyncio.wait_for(run_string(_SELECT_POLLER, str(port), slice=None), 30)
+        finally:
+            running = False
+    assert result.values[:4] == (True, None, b"answer", None)
+    # Connecting and closing take a few iterations; 200 selects yielding took 200 or more.
+    assert ticks < 50, ticks
+
+
+@pytest.mark.asyncio
+async def test_a_timeout_0_select_hands_over_every_connections_deferred_sends() -> None:
+    """As a timeout-0 receive's "timeout" does: a script that sent while its
+    connection had unread bytes (a send deferred to the end of the loop
+    iteration) and then polls with select must get its answer."""
+    code = """
+    local socket = require "socket"
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    local _, port = srv:getsockname()
+    local c = assert(socket.connect("127.0.0.1", port))
+    local s = assert(srv:accept())
+    s:settimeout(0)
+    s:send("unread\\n")  -- c has bytes it has not read: its next send is deferred
+    socket.sleep(0.05)
+    assert(c:send("hi\\n"))
+    local deadline, r = socket.gettime() + 5
+    repeat r = socket.select({s}, nil, 0) until #r > 0 or socket.gettime() > deadline
+    return #r, (s:receive()), (c:receive())
+    """
+    result = await asyncio.wait_for(run_string(code, slice=None), 20)
+    assert result.values == (1, b"hi", b"unread")
+
+
 @pytest.mark.asyncio
 async def test_closing_a_connection_ends_it_for_the_peer_at_once() -> None:
     """LuaSocket's close() ends the connection before it returns: a script

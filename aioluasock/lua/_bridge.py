@@ -30,6 +30,7 @@ from .._buffer import ALL, NUMBER
 from .._errors import CLOSED, TIMEOUT, BusyError, errno_text, os_error_text
 from .._lifecycle import TcpSocket
 from .._options import OPTIONS, UDP_OPTIONS, UNIX_DGRAM_OPTIONS, UNIX_STREAM_OPTIONS, lookup, set_option
+from .._protocol import flush_deferred
 from .._select import KeptList, KeptSelection, Selection
 from .._select import select as engine_select
 from .._tcp import Client, Master, Server
@@ -931,17 +932,32 @@ class Bridge:
     def select_look(self, nrecv: int, timeout: float, *objects: Any) -> Values | ParkedSelect | None:
         """`select` for a driver that waits without a task: its results when
         something is ready now; else a `ParkedSelect` to wait on. None for
-        what goes the long way (`select`): a timeout of 0 (which lets the
-        loop poll first), TLS handshakes under way.
+        what goes the long way (`select`): TLS handshakes under way, and a
+        timeout of 0 that cannot be answered without letting the loop poll
+        (`Selection.check_now`).
 
         Raises:
             TypeError: an object is not selectable (as `select`).
         """
-        if self.handshakes or not (timeout < 0 or 0 < timeout < math.inf):
+        if self.handshakes or not (timeout < 0 or 0 <= timeout < math.inf):
             return None
         recv: list[Any] = list(objects[:nrecv])
         send: list[Any] = list(objects[nrecv:])
         selection = Selection(recv, send)
+        if timeout == 0:
+            # Answered now, as LuaSocket's one poll is (no trip through the
+            # loop per call: a poller such as Copas 4 selects with 0 while it
+            # has work queued), the kernel asked for what the loop has not
+            # read yet; the long way where that cannot be (`check_now`).
+            found = selection.check_now()
+            if found is None:
+                return None
+            if found[0] or found[1]:
+                return self._ready(found[0], found[1], _positions(recv), _positions(send))
+            # The script may be polling for the answer to something it sent:
+            # what waits for the end of the loop iteration goes out first.
+            flush_deferred()
+            return None, TIMEOUT.encode()
         readable, writable = selection.check()
         if readable or writable:
             return self._ready(readable, writable, _positions(recv), _positions(send))
