@@ -403,7 +403,9 @@ return line, err, partials, again, polls
 """
 
 
-async def _poll_counting_iterations(port: int) -> tuple[ScriptResult, int]:
+async def _poll_counting_iterations(port: int, poller: str = _POLLER) -> tuple[ScriptResult, int]:
+    """Run `poller` against the peer at `port`: its result, and how many
+    loop iterations ran meanwhile."""
     loop = asyncio.get_running_loop()
     ticks = 0
     running = True
@@ -416,7 +418,7 @@ async def _poll_counting_iterations(port: int) -> tuple[ScriptResult, int]:
 
     loop.call_soon(tick)
     try:
-        result = await asyncio.wait_for(run_string(_POLLER, str(port), slice=None), 30)
+        result = await asyncio.wait_for(run_string(poller, str(port), slice=None), 30)
     finally:
         running = False
     return result, ticks
@@ -460,13 +462,9 @@ async def test_a_timeout_0_receive_finds_the_end_of_stream_and_a_reset_itself() 
     assert result.values[:4] == (None, b"closed", b"", b"closed")
 
 
-@pytest.mark.asyncio
-async def test_a_timeout_0_poll_hands_over_every_connections_deferred_sends() -> None:
-    """A send made while its connection has unread bytes waits for the end of
-    the loop iteration (batched with the next ones); a script that then polls
-    another socket without letting the loop run must still get it out (real
-    LuaSocket's send is immediate): the poll's "timeout" flushes them all."""
-    code = """
+# A script whose send waits for the end of the loop iteration (batched: its
+# connection has bytes it has not read), then polls the peer `s` until `deadline`.
+_DEFERRED_SEND = """
     local socket = require "socket"
     local srv = assert(socket.bind("127.0.0.1", 0))
     local _, port = srv:getsockname()
@@ -477,9 +475,22 @@ async def test_a_timeout_0_poll_hands_over_every_connections_deferred_sends() ->
     socket.sleep(0.05)
     assert(c:send("hi\\n"))
     local deadline, line = socket.gettime() + 5
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_timeout_0_poll_hands_over_every_connections_deferred_sends() -> None:
+    """A send made while its connection has unread bytes waits for the end of
+    the loop iteration (batched with the next ones); a script that then polls
+    another socket without letting the loop run must still get it out (real
+    LuaSocket's send is immediate): the poll's "timeout" flushes them all."""
+    code = (
+        _DEFERRED_SEND
+        + """
     repeat line = s:receive() until line or socket.gettime() > deadline
     return line, (c:receive())
     """
+    )
     result = await asyncio.wait_for(run_string(code, slice=None), 20)
     assert result.values == (b"hi", b"unread")
 
@@ -514,22 +525,8 @@ async def test_a_timeout_0_select_asks_the_kernel_without_a_loop_iteration() -> 
         conn.sendall(b"answer\n")
         conn.recv(1)  # until the script closes
 
-    loop = asyncio.get_running_loop()
-    ticks = 0
-    running = True
-
-    def tick() -> None:
-        nonlocal ticks
-        ticks += 1
-        if running:
-            loop.call_soon(tick)
-
     with _thread_peer(answer) as port:
-        loop.call_soon(tick)
-        try:
-            result = await asyncio.wait_for(run_string(_SELECT_POLLER, str(port), slice=None), 30)
-        finally:
-            running = False
+        result, ticks = await _poll_counting_iterations(port, _SELECT_POLLER)
     assert result.values[:4] == (True, None, b"answer", None)
     # Connecting and closing take a few iterations; 200 selects yielding took 200 or more.
     assert ticks < 50, ticks
@@ -540,20 +537,14 @@ async def test_a_timeout_0_select_hands_over_every_connections_deferred_sends() 
     """As a timeout-0 receive's "timeout" does: a script that sent while its
     connection had unread bytes (a send deferred to the end of the loop
     iteration) and then polls with select must get its answer."""
-    code = """
-    local socket = require "socket"
-    local srv = assert(socket.bind("127.0.0.1", 0))
-    local _, port = srv:getsockname()
-    local c = assert(socket.connect("127.0.0.1", port))
-    local s = assert(srv:accept())
-    s:settimeout(0)
-    s:send("unread\\n")  -- c has bytes it has not read: its next send is deferred
-    socket.sleep(0.05)
-    assert(c:send("hi\\n"))
-    local deadline, r = socket.gettime() + 5
+    code = (
+        _DEFERRED_SEND
+        + """
+    local r
     repeat r = socket.select({s}, nil, 0) until #r > 0 or socket.gettime() > deadline
     return #r, (s:receive()), (c:receive())
     """
+    )
     result = await asyncio.wait_for(run_string(code, slice=None), 20)
     assert result.values == (1, b"hi", b"unread")
 
