@@ -254,8 +254,10 @@ class StreamProtocol(asyncio.BufferedProtocol):
             self.woken_at = buffer.consumed
             if not waiter.done():
                 waiter.set_result(True)
-        elif not self.keep_reading and len(buffer) > (
-            READ_BURST_HIGH_WATER if buffer.consumed == self.woken_at else READ_HIGH_WATER
+        elif (
+            len(buffer) > READ_HIGH_WATER
+            and not self.keep_reading
+            and (buffer.consumed != self.woken_at or len(buffer) > READ_BURST_HIGH_WATER)
         ):
             self.pause_reading()
         if self.watchers or self.marks is not None:

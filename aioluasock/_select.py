@@ -87,13 +87,21 @@ def _in_order(objects: list[S], ready: list[S]) -> list[S]:
 
 
 class _Scan(Generic[S]):
-    """One pass over the objects: which are ready now."""
+    """One pass over the objects: which are ready now.
 
-    __slots__ = ("fd_read", "fd_write", "readable", "writable")
+    With `kernel`, a connection whose bytes the loop has not read yet is
+    readable too: its descriptor is polled with the others (see
+    `Selection.check_now`). `unaskable` then tells that the kernel's answer
+    was not the socket's for some object: a TLS connection, or one whose
+    writing is paused (room in the kernel reaches it through the loop).
+    """
 
-    def __init__(self, recv: list[S], send: list[S]) -> None:
+    __slots__ = ("fd_read", "fd_write", "readable", "unaskable", "writable")
+
+    def __init__(self, recv: list[S], send: list[S], kernel: bool = False) -> None:
         self.readable: list[S] = []
         self.writable: list[S] = []
+        self.unaskable = False
         self.fd_read: list[tuple[int, S]] = []  # objects whose readiness is their descriptor's
         self.fd_write: list[tuple[int, S]] = []
         for obj in recv:
@@ -121,8 +129,15 @@ class _Scan(Generic[S]):
                     self.readable.append(obj)
                     continue
                 if proto is not None and proto.transport is not None:
-                    continue  # its protocol will tell
-                fd = obj._poll_fd()
+                    if not kernel or proto.reading_paused:
+                        continue  # its protocol will tell
+                    sock = proto.plain_socket
+                    if sock is None:
+                        self.unaskable = True
+                        continue
+                    fd = sock.fileno()
+                else:
+                    fd = obj._poll_fd()
             else:
                 fd = _foreign_fd(obj)
                 if fd >= 0 and _foreign_dirty(obj):
@@ -150,6 +165,8 @@ class _Scan(Generic[S]):
                     # (Only a client has a protocol.)
                     if not proto.writing_paused or cast(Client, obj)._write_end(proto) is not None:
                         self.writable.append(obj)
+                    elif kernel:
+                        self.unaskable = True
                     continue
                 fd = obj._select_fd()
             else:
@@ -524,34 +541,8 @@ class Selection:
         """
         if self.marks is not None:
             return None
-        polled: list[tuple[int, Selectable]] = []
-        for obj in self.recv:
-            if not isinstance(obj, TcpSocket):
-                continue  # polled by `check` itself where it must be (UDP, foreign objects)
-            proto = obj._proto
-            if obj._closed or proto is None or proto.transport is None or obj._buffer:
-                continue
-            if proto.eof or proto.error is not None or proto.discard or proto.reading_paused:
-                continue
-            sock = proto.plain_socket
-            if sock is None:
-                return None
-            polled.append((sock.fileno(), obj))
-        for obj in self.send:
-            if isinstance(obj, TcpSocket):
-                proto = obj._proto
-                if proto is not None and proto.writing_paused and proto.error is None:
-                    return None
-        readable, writable = self.check()
-        if polled:
-            poller = _os_select.poll()
-            for fd, _ in polled:
-                poller.register(fd, _os_select.POLLIN)
-            ready = dict(poller.poll(0))
-            found = [obj for fd, obj in polled if ready.get(fd, 0)]  # POLLIN, POLLHUP, POLLERR
-            if found:
-                readable = _in_order(self.recv, [*readable, *found])
-        return readable, writable
+        scan = _Scan(self.recv, self.send, kernel=True)
+        return None if scan.unaskable else (scan.readable, scan.writable)
 
     def watch(self, loop: asyncio.AbstractEventLoop, waiter: Waiter) -> _Watch:
         """Have any change that may make an object ready wake `waiter`."""
